@@ -1,0 +1,241 @@
+"""Readers for the three processed research sets found in the shared data folder.
+
+Each reader takes the set's folder and returns a :class:`MultiDomainDataset` whose item
+texts are cleaned but *not yet* completed: items without text have ``text == ""``, and
+:func:`xdrec.data.load` then applies the chosen missing-text policy.
+
+* ``amazon18-xcross``: Amazon 2018, Electronics / Sports / Tools / Toys, item titles, no
+  timestamps (X-Cross, via ``guy-hadad/RecFormer``).
+* ``amazon14-food-kitchen``: Amazon 2014, Grocery & Gourmet Food and Home & Kitchen, users
+  active in both, timestamps, partial titles (``DiMarzioBian/ABXI`` +
+  ``xhran2010/LLMCDSR``).
+* ``amazon14-5core-sequences``: Amazon 2014 5-core Sports / Beauty / Toys sequences, no item
+  text, no timestamps (``zhaodong-liu/GRAM``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from xdrec.data.dataset import MultiDomainDataset, assemble
+from xdrec.data.text import clean_text
+
+
+@dataclass(frozen=True)
+class SharedSet:
+    """How to find and read one of the shared processed sets."""
+
+    name: str
+    domains: tuple[str, ...]
+    reader: Callable[..., MultiDomainDataset]
+    files: Callable[[Sequence[str]], list[str]]   # relative paths needed for the given domains
+    layout: str                                   # the expected folder layout, for error messages
+    origin: str                                   # where the processed files come from
+
+
+# ====================================================================== amazon18-xcross
+
+XCROSS_DOMAINS = ("Electronics", "Sports", "Tools", "Toys")
+_XCROSS_FILES = ("meta_data.json", "smap.json", "umap.json", "train.json", "test.json")
+
+
+def _xcross_files(domains: Sequence[str]) -> list[str]:
+    return [f"{d}/{f}" for d in domains for f in _XCROSS_FILES]
+
+
+def _inverse_index(mapping: dict[str, int], what: Path) -> np.ndarray:
+    """``{key: index}`` with indices ``0..n-1`` -> array of keys by index."""
+    keys = np.empty(len(mapping), dtype=object)
+    for key, idx in mapping.items():
+        if not 0 <= idx < len(mapping) or keys[idx] is not None:
+            raise ValueError(f"{what}: indices are not a permutation of 0..{len(mapping) - 1} (at {key!r})")
+        keys[idx] = key
+    return keys
+
+
+def read_amazon18_xcross(folder: str | Path, domains: Sequence[str] | None = None) -> MultiDomainDataset:
+    """Read ``amazon18-xcross`` (one sub-folder per domain).
+
+    Each user's history in ``train.json``/``test.json`` is a domain's whole history, oldest
+    first. Users are matched across domains by raw reviewerID (``umap.json``). There are no
+    timestamps, so a user's domains are merged with ``timeline="interleave"`` (see
+    :func:`~xdrec.data.dataset.assemble`). Titles are HTML-unescaped.
+    """
+    folder = Path(folder)
+    domains = list(domains or XCROSS_DOMAINS)
+    event_frames, item_frames, per_domain = [], [], {}
+    for d, dom in enumerate(domains):
+        sub = folder / dom
+        titles = json.loads((sub / "meta_data.json").read_text(encoding="utf-8"))
+        asin_by_index = _inverse_index(json.loads((sub / "smap.json").read_text(encoding="utf-8")), sub / "smap.json")
+        user_by_index = _inverse_index(json.loads((sub / "umap.json").read_text(encoding="utf-8")), sub / "umap.json")
+        train = json.loads((sub / "train.json").read_text(encoding="utf-8"))
+        test = json.loads((sub / "test.json").read_text(encoding="utf-8"))
+        if set(train) & set(test):
+            raise ValueError(f"{sub}: users present in both train.json and test.json")
+        histories = {int(u): seq for part in (train, test) for u, seq in part.items()}
+        order = sorted(histories)
+        lengths = np.fromiter((len(histories[u]) for u in order), dtype=np.int64, count=len(order))
+        flat = np.fromiter((i for u in order for i in histories[u]), dtype=np.int64, count=int(lengths.sum()))
+        event_frames.append(pd.DataFrame({
+            "user_key": np.repeat(user_by_index[np.asarray(order, dtype=np.int64)], lengths),
+            "domain": d,
+            "item_key": asin_by_index[flat],
+        }))
+        item_frames.append(pd.DataFrame({
+            "domain": d,
+            "item_key": asin_by_index,
+            "text": [clean_text(titles.get(a)) for a in asin_by_index],
+        }))
+        per_domain[dom] = {"train_users": len(train), "test_users": len(test)}
+    return assemble(
+        "amazon18-xcross", domains, pd.concat(event_frames, ignore_index=True),
+        pd.concat(item_frames, ignore_index=True), timeline="interleave",
+        meta={"source": "amazon18-xcross", "folder": str(folder),
+              "origin": SHARED_SETS["amazon18-xcross"].origin,
+              "original_user_split": per_domain,
+              "text": "title (HTML-unescaped, cut to about 10 words by the processed set)"},
+    )
+
+
+# ====================================================================== amazon14-food-kitchen
+
+FOOD_KITCHEN_DOMAINS = ("Food", "Kitchen")
+_FOOD_KITCHEN_FILES = ["afk_50_preprocessed.txt", "map_item_50.txt", "map_user_50.txt",
+                       "titles_food.json", "titles_kitchen.json"]
+
+
+def read_food_kitchen(folder: str | Path, domains: Sequence[str] | None = None) -> MultiDomainDataset:
+    """Read ``amazon14-food-kitchen``: Grocery & Gourmet Food (``Food``) and Home & Kitchen.
+
+    Lines of ``afk_50_preprocessed.txt`` are ``user item|unixtime item|unixtime ...`` and
+    already chronological across both domains; ties in time keep the file order. Item
+    ``domain`` comes from ``map_item_50.txt``; titles are joined by ASIN (many items have
+    none). ``domains`` may restrict to one of the two domains.
+    """
+    folder = Path(folder)
+    item_map = json.loads((folder / "map_item_50.txt").read_text(encoding="utf-8"))
+    user_map = json.loads((folder / "map_user_50.txt").read_text(encoding="utf-8"))
+    titles = [json.loads((folder / f).read_text(encoding="utf-8")) for f in ("titles_food.json", "titles_kitchen.json")]
+
+    n_items = max(idx for idx, _ in item_map.values()) + 1
+    asin_by_index = np.empty(n_items, dtype=object)
+    domain_by_index = np.full(n_items, -1, dtype=np.int64)
+    for asin, (idx, dom) in item_map.items():
+        asin_by_index[idx] = asin
+        domain_by_index[idx] = dom
+    reviewer_by_index = _inverse_index(user_map, folder / "map_user_50.txt")
+
+    users, items, times = [], [], []
+    path = folder / "afk_50_preprocessed.txt"
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            try:
+                user = int(tokens[0])
+                pairs = [t.split("|") for t in tokens[1:]]
+                items.extend(int(i) for i, _ in pairs)
+                times.extend(int(t) for _, t in pairs)
+            except ValueError as e:
+                raise ValueError(f"{path}:{line_no}: expected 'user item|time item|time ...' ({e})") from None
+            users.extend([user] * len(pairs))
+    items_arr = np.asarray(items, dtype=np.int64)
+    if (domain_by_index[items_arr] < 0).any():
+        raise ValueError(f"{path}: item indices missing from map_item_50.txt")
+    events = pd.DataFrame({
+        "user_key": reviewer_by_index[np.asarray(users, dtype=np.int64)],
+        "domain": domain_by_index[items_arr],
+        "item_key": asin_by_index[items_arr],
+        "timestamp": np.asarray(times, dtype=np.int64),
+    })
+    known = domain_by_index >= 0
+    order = np.lexsort((np.arange(n_items), domain_by_index))
+    order = order[known[order]]
+    item_table = pd.DataFrame({
+        "domain": domain_by_index[order],
+        "item_key": asin_by_index[order],
+        "text": [clean_text(titles[d].get(a)) for d, a in zip(domain_by_index[order], asin_by_index[order])],
+    })
+    ds = assemble("amazon14-food-kitchen", FOOD_KITCHEN_DOMAINS, events, item_table, timeline="timestamp",
+                  meta={"source": "amazon14-food-kitchen", "folder": str(folder),
+                        "origin": SHARED_SETS["amazon14-food-kitchen"].origin,
+                        "text": "title (HTML-unescaped), where LLMCDSR had one"})
+    if domains is not None and list(domains) != list(FOOD_KITCHEN_DOMAINS):
+        ds = ds.subset(domains)
+    return ds
+
+
+# ====================================================================== amazon14-5core-sequences
+
+FIVECORE_DOMAINS = ("Sports", "Beauty", "Toys")
+
+
+def read_5core_sequences(folder: str | Path, domains: Sequence[str] | None = None) -> MultiDomainDataset:
+    """Read ``amazon14-5core-sequences``: ``<Domain>/user_sequence.txt``, lines ``reviewerID ASIN ...``.
+
+    Sequences are chronological, without timestamps or item text. Users are matched across
+    domains by reviewerID and merged with ``timeline="interleave"``. Items are numbered in
+    order of first appearance in each file.
+    """
+    folder = Path(folder)
+    domains = list(domains or FIVECORE_DOMAINS)
+    frames = []
+    for d, dom in enumerate(domains):
+        user_keys, item_keys = [], []
+        path = folder / dom / "user_sequence.txt"
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                tokens = line.split()
+                if not tokens:
+                    continue
+                if len(tokens) < 2:
+                    raise ValueError(f"{path}:{line_no}: a user with no item")
+                user_keys.extend([tokens[0]] * (len(tokens) - 1))
+                item_keys.extend(tokens[1:])
+        frames.append(pd.DataFrame({"user_key": user_keys, "domain": d, "item_key": item_keys}))
+    events = pd.concat(frames, ignore_index=True)
+    return assemble("amazon14-5core-sequences", domains, events,
+                    pd.DataFrame({"domain": [], "item_key": [], "text": []}), timeline="interleave",
+                    meta={"source": "amazon14-5core-sequences", "folder": str(folder),
+                          "origin": SHARED_SETS["amazon14-5core-sequences"].origin,
+                          "text": "none in the source"})
+
+
+# ====================================================================== registry
+
+SHARED_SETS: dict[str, SharedSet] = {
+    "amazon18-xcross": SharedSet(
+        name="amazon18-xcross",
+        domains=XCROSS_DOMAINS,
+        reader=read_amazon18_xcross,
+        files=_xcross_files,
+        layout=("amazon18-xcross/<Domain>/{meta_data.json, smap.json, umap.json, train.json, test.json}"
+                " for <Domain> in Electronics, Sports, Tools, Toys"),
+        origin="X-Cross processed Amazon 2018 (github.com/guy-hadad/RecFormer, commit b70c594); "
+               "Ni, Li & McAuley, EMNLP 2019",
+    ),
+    "amazon14-food-kitchen": SharedSet(
+        name="amazon14-food-kitchen",
+        domains=FOOD_KITCHEN_DOMAINS,
+        reader=read_food_kitchen,
+        files=lambda domains: list(_FOOD_KITCHEN_FILES),
+        layout="amazon14-food-kitchen/{" + ", ".join(_FOOD_KITCHEN_FILES) + "}",
+        origin="ABXI 'afk' set (github.com/DiMarzioBian/ABXI, commit 72e52c9) with titles from "
+               "LLMCDSR (github.com/xhran2010/LLMCDSR, commit 5825e99); McAuley et al., SIGIR 2015",
+    ),
+    "amazon14-5core-sequences": SharedSet(
+        name="amazon14-5core-sequences",
+        domains=FIVECORE_DOMAINS,
+        reader=read_5core_sequences,
+        files=lambda domains: [f"{d}/user_sequence.txt" for d in domains],
+        layout="amazon14-5core-sequences/<Domain>/user_sequence.txt for <Domain> in Sports, Beauty, Toys",
+        origin="GRAM sequences (github.com/zhaodong-liu/GRAM, commit 2c168a4); McAuley et al., SIGIR 2015",
+    ),
+}

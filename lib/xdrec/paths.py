@@ -1,0 +1,55 @@
+"""Where things live: the data root, the cache, checkpoints and results.
+
+The data root is resolved, in order, from
+1. the ``root`` argument a caller passes,
+2. the ``XDREC_DATA`` environment variable,
+3. ``./data`` under the project root,
+4. ``../shared/data`` beside the project checkout.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """The checkout holding ``pyproject.toml`` (falls back to the cwd for installed copies)."""
+    if (PROJECT_ROOT / "pyproject.toml").exists():
+        return PROJECT_ROOT
+    return Path.cwd()
+
+
+def data_root_candidates(root: str | os.PathLike | None = None) -> list[Path]:
+    cands: list[Path] = []
+    if root is not None:
+        cands.append(Path(root))
+    if os.environ.get("XDREC_DATA"):
+        cands.append(Path(os.environ["XDREC_DATA"]))
+    cands.append(project_root() / "data")
+    cands.append(project_root().parent / "shared" / "data")
+    return cands
+
+
+def cache_dir(*parts: str) -> Path:
+    """Cache for processed data, embeddings and converted models (``XDREC_CACHE`` or ``./.cache``)."""
+    base = Path(os.environ.get("XDREC_CACHE", project_root() / ".cache"))
+    p = base.joinpath(*parts)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def results_dir(profile: str) -> Path:
+    """``results/<profile>/`` (``XDREC_RESULTS`` overrides the ``results`` folder)."""
+    base = Path(os.environ.get("XDREC_RESULTS", project_root() / "results"))
+    p = base / profile
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def checkpoint_dir(*parts: str) -> Path:
+    base = Path(os.environ.get("XDREC_CHECKPOINTS", project_root() / "checkpoints"))
+    p = base.joinpath(*parts)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

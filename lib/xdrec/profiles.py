@@ -1,0 +1,90 @@
+"""Three scales, one code path.
+
+- ``ci``    tiny: every notebook finishes in seconds to a minute; for smoke runs.
+- ``book``  real data, sized for two CPU cores: what the rendered book shows.
+- ``paper`` the papers' settings, for GPUs (``./reproduce.sh --profile paper``).
+
+A notebook reads its section, e.g. ``get_profile("book")["id_baselines"]``, and prints what
+differs from the paper. Values that come from a paper cite it in a comment.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+_ID_BASELINES_PAPER = {
+    # SASRec (Kang & McAuley 2018) / BERT4Rec (Sun et al. 2019) defaults for sparse Amazon sets.
+    "max_len": 50,
+    "hidden": 64,
+    "layers": 2,
+    "sasrec_heads": 1,
+    "bert4rec_heads": 2,
+    "dropout": 0.2,
+    "bert4rec_mask_prob": 0.2,
+    "sasrec_loss": "bce",  # the original's binary cross-entropy with one sampled negative
+    "lr": 1e-3,
+    "batch_size": 128,
+    "epochs": 200,
+    "patience": 10,
+    "datasets": [
+        ("amazon14-5core-sequences", "Sports"),
+        ("amazon14-5core-sequences", "Beauty"),
+        ("amazon14-5core-sequences", "Toys"),
+        ("amazon14-food-kitchen", "food"),
+        ("amazon14-food-kitchen", "kitchen"),
+        ("amazon18-xcross", "Electronics"),
+        ("amazon18-xcross", "Sports"),
+        ("amazon18-xcross", "Tools"),
+        ("amazon18-xcross", "Toys"),
+    ],
+    "seeds": [0, 1, 2],
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "device": "cuda",
+        "torch_threads": None,
+        "text_encoder": {"batch_size": 1024, "max_length": 64},
+        "id_baselines": _ID_BASELINES_PAPER,
+    },
+    "book": {
+        "device": "cpu",
+        "torch_threads": 2,
+        "text_encoder": {"batch_size": 256, "max_length": 64},
+        "id_baselines": {
+            **_ID_BASELINES_PAPER,
+            "batch_size": 256,
+            "epochs": 30,
+            "patience": 3,
+            "seeds": [0],
+        },
+    },
+    "ci": {
+        "device": "cpu",
+        "torch_threads": 2,
+        "text_encoder": {"batch_size": 256, "max_length": 64},
+        "id_baselines": {
+            **_ID_BASELINES_PAPER,
+            "batch_size": 256,
+            "epochs": 2,
+            "patience": 1,
+            "datasets": [("amazon18-xcross", "Tools")],
+            "seeds": [0],
+        },
+    },
+}
+
+
+def get_profile(name: str) -> dict[str, Any]:
+    """A copy of profile ``name``; also sets torch's thread count for bit-reproducible CPU runs."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {sorted(PROFILES)}")
+    prof = copy.deepcopy(PROFILES[name])
+    prof["name"] = name
+    threads = prof.get("torch_threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("XDREC_TORCH_THREADS", threads)))
+    return prof

