@@ -106,3 +106,29 @@ def test_backbones(tmp_path):
     tok.save_pretrained(tmp_path / "tiny")
     m2, tok2 = load_causal_lm(tmp_path / "tiny", num_hidden_layers=1)
     assert len(m2.model.layers) == 1 and tok2.pad_token is not None
+
+
+def test_launcher_per_profile(monkeypatch):
+    from xdrec.launch import launcher_for, run_stage
+
+    monkeypatch.delenv("XDREC_LAUNCH", raising=False)
+    assert launcher_for("book") is None and launcher_for("ci") is None
+    assert launcher_for("paper") == ["accelerate", "launch"]
+    monkeypatch.setenv("XDREC_LAUNCH", "accelerate launch --num_processes 4")
+    assert launcher_for("book") == ["accelerate", "launch", "--num_processes", "4"]
+    monkeypatch.setenv("XDREC_LAUNCH", "inprocess")
+    assert launcher_for("paper") is None
+    assert run_stage("xdrec.nothing", [], "paper", lambda: 42) == 42
+
+
+def test_stored_result_reused_only_for_same_code_and_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDREC_RESULTS", str(tmp_path))
+    fp = results.code_fingerprint("xdrec.metrics", "xdrec.data")
+    assert fp == results.code_fingerprint("xdrec.data", "xdrec.metrics") and len(fp) == 16
+    assert fp != results.code_fingerprint("xdrec.metrics")
+    results.save_result("r", {"m": 1.0}, profile="ci", dataset="d", split="s", seed=0,
+                        config={"epochs": 3}, code_fingerprint=fp)
+    assert results.load_if_current("r", "ci", fp, {"epochs": 3})["metrics"] == {"m": 1.0}
+    assert results.load_if_current("r", "ci", fp, {"epochs": 4}) is None  # other settings
+    assert results.load_if_current("r", "ci", "0" * 16, {"epochs": 3}) is None  # other code
+    assert results.load_if_current("missing", "ci", fp, {}) is None

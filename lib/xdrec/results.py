@@ -38,7 +38,8 @@ def device_name() -> str:
 
 def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: str, split: str, seed: int,
                 wall_time_s: float | None = None, trainable_params: int | None = None,
-                config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                code_fingerprint: str | None = None) -> Path:
     """Write ``results/<profile>/<name>.json`` atomically and return its path."""
     record = {
         "name": name,
@@ -53,6 +54,7 @@ def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: st
             "torch": torch.__version__,
             "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
             "trainable_params": trainable_params,
+            "code_fingerprint": code_fingerprint,
             "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
         "config": config or {},
@@ -71,3 +73,36 @@ def load_result(name: str, profile: str) -> dict[str, Any]:
 
 def load_results(profile: str, prefix: str = "") -> list[dict[str, Any]]:
     return [read_json(p) for p in sorted(results_dir(profile).glob(f"{prefix}*.json"))]
+
+
+def code_fingerprint(*modules: str) -> str:
+    """SHA-256 (16 hex) of the source files of ``modules`` (packages: every ``.py`` below them).
+
+    Stored with a result, it lets a rerun skip a finished experiment only while the code that
+    produced it is unchanged.
+    """
+    import hashlib
+    import importlib
+
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        mod = importlib.import_module(name)
+        path = Path(mod.__file__)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for f in files:
+            h.update(str(f.relative_to(path.parents[1] if path.name == "__init__.py" else path.parent)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_if_current(name: str, profile: str, fingerprint: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result ``name`` if it was made by this code (``fingerprint``) and ``config``; else None."""
+    path = results_dir(profile) / f"{name}.json"
+    if not path.exists():
+        return None
+    rec = read_json(path)
+    if rec.get("provenance", {}).get("code_fingerprint") != fingerprint:
+        return None
+    if json.loads(json.dumps(rec.get("config", {}))) != json.loads(json.dumps(config)):
+        return None
+    return rec

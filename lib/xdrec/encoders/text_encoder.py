@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from ..io import load_numpy, save_numpy, sha256_text, write_json
 from ..paths import cache_dir
@@ -63,7 +63,7 @@ class TextEncoder:
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
         order = np.argsort(lengths, kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), batch_size), desc=f"embedding {len(texts)} texts",
+        for start in progress_bar(range(0, len(texts), batch_size), desc=f"embedding {len(texts)} texts",
                           disable=not progress, unit="batch"):
             idx = order[start:start + batch_size]
             batch = self.tokenizer([texts[j] for j in idx], padding=True, truncation=True,

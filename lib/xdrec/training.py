@@ -1,0 +1,604 @@
+"""One training loop for every model in xdrec: Accelerate, early stopping, checkpoints, resume.
+
+:func:`fit` trains any ``torch.nn.Module`` that yields a scalar loss per batch.  It
+
+- runs through Hugging Face Accelerate, so the same code trains on the CPU, on one GPU, or on
+  several GPUs when started with ``accelerate launch`` (each process then sees its own shard of
+  a ``DataLoader``);
+- validates after every ``eval_every`` epochs and keeps the weights with the best validation
+  metric (``recall@10`` by default: checkpoint selection by validation Recall@10, the protocol of
+  the papers reproduced here), stopping after ``patience`` validations without improvement;
+- when given a ``checkpoint_dir``, saves a resumable checkpoint at the end of every epoch and
+  resumes from the last finished epoch when called again with the same directory; a run that has
+  finished is not retrained: :func:`fit` loads its best weights and returns the stored result.
+
+Checkpoint layout (all writes atomic, see :mod:`xdrec.io`; nothing is pickled)::
+
+    checkpoint_dir/
+      epoch-0007/model.safetensors      weights after the last finished epoch
+      epoch-0007/trainer_state.pt       optimizer, LR schedule, RNG states, counters, history
+                                        (tensors and plain types only: torch.load(weights_only=True))
+      best-epoch0005.safetensors        the best weights so far
+      last.json                         pointer to the two above; replaced atomically last, so a
+                                        crash mid-save leaves the previous epoch as the resume point
+      history.json                      the per-epoch history, for people
+      done.json                         written when training finished (the TrainResult)
+
+Reproducibility: a fresh run seeds Python, NumPy and torch with ``config.seed``; shuffling uses a
+sampler seeded by ``(seed, epoch)``; the RNG states are saved with each checkpoint and restored on
+resume, so that (with the same thread count and hardware) a resumed run continues bit for bit like
+an uninterrupted one.  Randomness inside batches (negative sampling, masking) must come from the
+global ``torch``/``numpy``/``random`` generators for this to hold.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io import atomic_path, load_safetensors, read_json, save_safetensors, write_json
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fit`.
+
+    ``batch_size`` is read by the helpers that build a ``DataLoader`` (e.g.
+    :func:`xdrec.baselines.train_sasrec`); :func:`fit` itself takes the loader as given.
+    ``patience`` counts validations (not epochs) without improvement; ``None`` disables early
+    stopping.  ``max_steps`` caps the total number of optimizer steps across epochs.
+    ``schedule`` is the learning-rate schedule after ``warmup_steps`` of linear warm-up.
+    ``checkpoint_trainable_only`` saves only parameters with ``requires_grad`` (LoRA adapters,
+    say) instead of the whole state dict.
+    """
+
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    grad_clip: float | None = 1.0
+    patience: int | None = 5
+    eval_every: int = 1
+    seed: int = 0
+    max_steps: int | None = None
+    checkpoint_dir: str | Path | None = None
+    progress: bool = True
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    cpu: bool = False
+    checkpoint_trainable_only: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["checkpoint_dir"] = None if self.checkpoint_dir is None else str(self.checkpoint_dir)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns (and stores in ``done.json``).
+
+    ``history`` holds one dict per epoch: ``epoch``, ``train_loss``, ``steps``, ``lr``,
+    ``train_time``, ``eval_time``, ``wall_time`` and the validation metrics as ``valid/<name>``.
+    ``wall_time`` is the total over all sessions (a resumed run includes the earlier epochs).
+    ``resumed_from`` is the epoch a checkpoint was resumed from (``None`` for a fresh run);
+    ``skipped`` is True when the run had already finished and only its best weights were loaded.
+    """
+
+    best_metric: float | None
+    best_epoch: int | None
+    history: list[dict[str, Any]]
+    wall_time: float
+    trainable_params: int
+    resumed_from: int | None = None
+    skipped: bool = False
+    stop_reason: str = "epochs"
+    metric: str = "recall@10"
+    epochs_run: int = 0
+    global_step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeding and RNG state
+# ----------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Model weights, with tied / trainable-only handling
+# ----------------------------------------------------------------------------------------------
+def count_trainable_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def model_state(model: torch.nn.Module, trainable_only: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors to save and the aliases dropped because they share memory (tied weights).
+
+    safetensors refuses tensors that share storage; for each group of tied entries we keep the
+    first name and record ``alias -> kept name`` so :func:`load_model_state` can restore them.
+    """
+    if trainable_only:
+        tensors = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    else:
+        tensors = dict(model.state_dict())
+    kept: dict[tuple, str] = {}
+    out: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, t in tensors.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.numel() > 0 and key in kept:
+            aliases[name] = kept[key]
+            continue
+        kept[key] = name
+        out[name] = t.detach()
+    return out, aliases
+
+
+def save_model_state(path: str | Path, model: torch.nn.Module, trainable_only: bool = False, **metadata: Any) -> Path:
+    """Atomically write ``model``'s weights as safetensors (metadata stored as JSON strings)."""
+    import json
+
+    tensors, aliases = model_state(model, trainable_only)
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    meta["aliases"] = json.dumps(aliases)
+    meta["trainable_only"] = json.dumps(bool(trainable_only))
+    return save_safetensors(path, tensors, metadata=meta)
+
+
+def load_model_state(model: torch.nn.Module, path: str | Path) -> None:
+    """Load weights written by :func:`save_model_state` into ``model`` (strict about names)."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_safetensors(path)
+    for alias, name in json.loads(meta.get("aliases", "{}")).items():
+        tensors[alias] = tensors[name]
+    _load_tensors(model, tensors, trainable_only=json.loads(meta.get("trainable_only", "false")))
+
+
+def _load_tensors(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], trainable_only: bool) -> None:
+    missing, unexpected = model.load_state_dict(dict(tensors), strict=False)
+    if unexpected:
+        raise KeyError(f"checkpoint has weights the model lacks: {sorted(unexpected)[:5]}")
+    if not trainable_only and missing:
+        raise KeyError(f"checkpoint lacks weights of the model: {sorted(missing)[:5]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+EvaluateFn = Callable[[torch.nn.Module], Mapping[str, Any]]
+
+
+def default_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+    """Call the model on the batch (``model(**batch)`` for dicts) and take its loss.
+
+    The model may return the loss tensor itself, a dict with ``"loss"``, or an object with a
+    ``.loss`` attribute (Hugging Face ``ModelOutput``).  Calling the (possibly DDP-wrapped) model
+    is what keeps gradient synchronisation correct on several GPUs.
+    """
+    out = model(**batch) if isinstance(batch, Mapping) else model(batch)
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        return out["loss"]
+    return out.loss
+
+
+def make_accelerator(config: TrainConfig):
+    """An ``Accelerator`` whose shuffling sampler is seeded by ``(config.seed, epoch)``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    return Accelerator(
+        cpu=config.cpu,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data: Iterable | Callable[[int], Iterable],
+    evaluate_fn: EvaluateFn | None = None,
+    config: TrainConfig | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    metric: str = "recall@10",
+    optimizer_fn: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
+    accelerator: Any = None,
+) -> TrainResult:
+    """Train ``model`` and leave it holding its best weights.
+
+    Args:
+        model: the module; its trainable parameters are optimised.
+        train_data: a ``DataLoader`` (prepared by Accelerate: sharded across processes, seeded
+            shuffling per epoch) or a function ``epoch -> iterable of batches`` (1-based epoch),
+            for data that is rebuilt every epoch; its batches are moved to the device but not
+            sharded, so under ``accelerate launch`` it must yield the process's own share.
+        evaluate_fn: ``model -> dict`` of validation metrics, called on the unwrapped model in
+            ``eval()`` mode under ``torch.no_grad()``; every process calls it.  Without it there
+            is no early stopping and the last epoch counts as the best.
+        config: :class:`TrainConfig`.
+        loss_fn: ``(model, batch) -> scalar loss``; default :func:`default_loss`.
+        metric: the key of ``evaluate_fn``'s result to maximise (validation Recall@10).
+        optimizer_fn: ``params -> optimizer``; default AdamW(lr, weight_decay) on all trainable
+            parameters.
+        accelerator: an existing ``Accelerator`` (default :func:`make_accelerator`).
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    config = config or TrainConfig()
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    if config.eval_every < 1:
+        raise ValueError("eval_every must be >= 1")
+    loss_fn = loss_fn or default_loss
+    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
+    trainable_params = count_trainable_params(model)
+    accelerator = accelerator or make_accelerator(config)
+
+    if ckpt is not None:
+        finished = _finished_result(ckpt, config, metric)
+        if finished is not None:
+            load_model_state(model, ckpt / finished.pop("_best_file"))
+            names = {f.name for f in dataclasses.fields(TrainResult)}
+            result = TrainResult(**{k: v for k, v in finished.items() if k in names})
+            result.skipped = True
+            result.resumed_from = result.epochs_run
+            return result
+
+    # ---- optimiser, schedule, and the state that a checkpoint restores --------------------------
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = optimizer_fn(params) if optimizer_fn else torch.optim.AdamW(
+        params, lr=config.lr, weight_decay=config.weight_decay
+    )
+    loop = _LoopState()
+    resume = _read_last(ckpt) if ckpt is not None else None
+    if resume is None:
+        seed_everything(config.seed)
+    else:
+        load_model_state(model, ckpt / resume["dir"] / "model.safetensors")
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loader = accelerator.prepare(train_data) if isinstance(train_data, torch.utils.data.DataLoader) else None
+    total_steps = _total_optimizer_steps(config, loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+        _lr_lambda(config.schedule, config.warmup_steps, total_steps),
+    )
+    best_state: dict[str, torch.Tensor] | None = None  # in-memory best when there is no ckpt dir
+
+    if resume is not None:
+        state = torch.load(ckpt / resume["dir"] / "trainer_state.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        loop = _LoopState.from_dict(state["loop"])
+        loop.resumed_from = loop.epoch
+        if loop.stop_reason == "max_steps" and (config.max_steps is None or config.max_steps > loop.global_step):
+            loop.stop_reason = None  # a larger step budget continues the run
+
+    unwrapped = accelerator.unwrap_model(model)
+    is_main = accelerator.is_main_process
+    show = config.progress and is_main
+    session_start = time.perf_counter()
+    prior_wall = loop.wall_time
+
+    # ---- epochs ---------------------------------------------------------------------------------
+    from tqdm import tqdm
+
+    from .progress import progress
+
+    while loop.stop_reason is None and loop.epoch < config.epochs:
+        epoch = loop.epoch + 1
+        t0 = time.perf_counter()
+        model.train()
+        if loader is not None:
+            batches = loader
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+        else:
+            batches = train_data(epoch)
+        loss_sum, n_batches, steps_before = 0.0, 0, loop.global_step
+        bar = progress(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False, dynamic_ncols=True)
+        for batch in bar:
+            if loader is None:
+                from accelerate.utils import send_to_device
+
+                batch = send_to_device(batch, accelerator.device)
+            with accelerator.accumulate(model):
+                loss = loss_fn(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.grad_clip is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                scheduler.step()
+                loop.global_step += 1
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"epoch {epoch}: non-finite training loss {loss_value}")
+            loss_sum += loss_value
+            n_batches += 1
+            if show and n_batches % 10 == 0:
+                bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
+            if config.max_steps is not None and loop.global_step >= config.max_steps:
+                loop.stop_reason = "max_steps"
+                break
+        bar.close()
+        train_loss = _mean_across_processes(accelerator, loss_sum, n_batches)
+        train_time = time.perf_counter() - t0
+
+        # ---- validation and best-state bookkeeping ----------------------------------------------
+        t1 = time.perf_counter()
+        last_epoch = epoch == config.epochs or loop.stop_reason is not None
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "steps": loop.global_step - steps_before,
+            "lr": float(scheduler.get_last_lr()[0]),
+        }
+        improved = False
+        if evaluate_fn is not None and (epoch % config.eval_every == 0 or last_epoch):
+            model.eval()
+            with torch.no_grad():
+                metrics = dict(evaluate_fn(unwrapped))
+            model.train()
+            if metric not in metrics:
+                raise KeyError(f"evaluate_fn returned no {metric!r} (got {sorted(metrics)})")
+            record.update({f"valid/{k}": float(v) for k, v in metrics.items() if _is_number(v)})
+            value = float(metrics[metric])
+            if loop.best_metric is None or value > loop.best_metric:
+                loop.best_metric, loop.best_epoch, loop.bad_evals = value, epoch, 0
+                improved = True
+            else:
+                loop.bad_evals += 1
+                if config.patience is not None and loop.bad_evals >= config.patience:
+                    loop.stop_reason = "early_stop"
+        elif evaluate_fn is None:
+            loop.best_epoch, improved = epoch, True
+        record["eval_time"] = time.perf_counter() - t1
+        record["train_time"] = train_time
+        record["wall_time"] = record["train_time"] + record["eval_time"]
+        loop.history.append(record)
+        loop.epoch = epoch
+        loop.wall_time = prior_wall + time.perf_counter() - session_start
+
+        if improved:
+            if ckpt is not None:
+                loop.best_file = f"best-epoch{epoch:04d}.safetensors"
+                if is_main:
+                    save_model_state(ckpt / loop.best_file, unwrapped, config.checkpoint_trainable_only, epoch=epoch)
+            else:
+                tensors, _ = model_state(unwrapped, config.checkpoint_trainable_only)
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+        if ckpt is not None:
+            if is_main:
+                _save_checkpoint(ckpt, unwrapped, optimizer, scheduler, loop, config)
+            accelerator.wait_for_everyone()
+        if show:
+            tqdm.write(_epoch_line(record, metric, loop))
+
+    if loop.stop_reason is None:
+        loop.stop_reason = "epochs"
+
+    # ---- finish: load the best weights, record the result ---------------------------------------
+    if ckpt is not None and loop.best_file is not None:
+        load_model_state(unwrapped, ckpt / loop.best_file)
+    elif best_state is not None:
+        _load_tensors(unwrapped, best_state, trainable_only=config.checkpoint_trainable_only)
+    result = TrainResult(
+        best_metric=loop.best_metric,
+        best_epoch=loop.best_epoch,
+        history=loop.history,
+        wall_time=loop.wall_time,
+        trainable_params=trainable_params,
+        resumed_from=loop.resumed_from,
+        stop_reason=loop.stop_reason,
+        metric=metric,
+        epochs_run=loop.epoch,
+        global_step=loop.global_step,
+    )
+    if ckpt is not None and is_main:
+        write_json(
+            ckpt / "done.json",
+            {"result": result.to_dict(), "best_file": loop.best_file, "config": config.to_dict()},
+        )
+    if ckpt is not None:
+        accelerator.wait_for_everyone()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers of the loop
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _LoopState:
+    epoch: int = 0
+    global_step: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    bad_evals: int = 0
+    best_file: str | None = None
+    stop_reason: str | None = None
+    wall_time: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("resumed_from")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "_LoopState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _save_checkpoint(ckpt: Path, model, optimizer, scheduler, loop: _LoopState, config: TrainConfig) -> None:
+    """Write ``epoch-XXXX/`` then atomically repoint ``last.json``; then remove stale files."""
+    name = f"epoch-{loop.epoch:04d}"
+    folder = ckpt / name
+    save_model_state(folder / "model.safetensors", model, config.checkpoint_trainable_only, epoch=loop.epoch)
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "loop": loop.to_dict(),
+        "config": config.to_dict(),
+    }
+    with atomic_path(folder / "trainer_state.pt") as tmp:
+        torch.save(state, tmp)
+    write_json(ckpt / "history.json", loop.history)
+    write_json(ckpt / "last.json", {"epoch": loop.epoch, "dir": name, "best_file": loop.best_file})
+    for old in ckpt.glob("epoch-*"):
+        if old.is_dir() and old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    for old in ckpt.glob("best-epoch*.safetensors"):
+        if old.name != loop.best_file:
+            old.unlink(missing_ok=True)
+
+
+def _read_last(ckpt: Path) -> dict[str, Any] | None:
+    pointer = ckpt / "last.json"
+    if not pointer.exists():
+        return None
+    last = read_json(pointer)
+    folder = ckpt / last["dir"]
+    if not (folder / "model.safetensors").exists() or not (folder / "trainer_state.pt").exists():
+        raise FileNotFoundError(f"{pointer} points at {folder}, which is incomplete")
+    return last
+
+
+def _finished_result(ckpt: Path, config: TrainConfig, metric: str) -> dict[str, Any] | None:
+    """The stored result if the run in ``ckpt`` finished and covers ``config``'s budget."""
+    done_file = ckpt / "done.json"
+    if not done_file.exists():
+        return None
+    done = read_json(done_file)
+    res = done["result"]
+    if res.get("metric") != metric:
+        raise ValueError(f"{done_file} selected on {res.get('metric')!r}, asked for {metric!r}")
+    reason = res["stop_reason"]
+    covers = (
+        reason == "early_stop"
+        or (reason == "epochs" and config.epochs <= res["epochs_run"])
+        or (reason == "max_steps" and config.max_steps is not None and config.max_steps <= res["global_step"])
+    )
+    if not covers or done.get("best_file") is None:
+        return None
+    res = dict(res)
+    res["_best_file"] = done["best_file"]
+    return res
+
+
+def _total_optimizer_steps(config: TrainConfig, loader) -> int | None:
+    per_epoch = None
+    if loader is not None:
+        try:
+            per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+        except TypeError:
+            per_epoch = None
+    totals = [t for t in (config.max_steps, per_epoch * config.epochs if per_epoch else None) if t]
+    total = min(totals) if totals else None
+    if total is None and config.schedule != "constant":
+        raise ValueError(f"schedule={config.schedule!r} needs max_steps or a DataLoader with a length")
+    return total
+
+
+def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int | None) -> Callable[[int], float]:
+    """Multiplier of the base learning rate after ``step`` optimizer steps."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = min(max(progress, 0.0), 1.0)
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _mean_across_processes(accelerator, total: float, count: int) -> float:
+    if accelerator.num_processes == 1:
+        return total / max(count, 1)
+    t = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), reduction="sum")
+    return float(t[0] / t[1].clamp(min=1))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _epoch_line(record: Mapping[str, Any], metric: str, loop: _LoopState) -> str:
+    line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}"
+    key = f"valid/{metric}"
+    if key in record:
+        line += f"  {metric} {record[key]:.4f} (best {loop.best_metric:.4f} @ {loop.best_epoch})"
+    return line + f"  {record['wall_time']:.1f}s"
