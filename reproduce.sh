@@ -141,9 +141,11 @@ run_notebooks() {
     fi
     log "run  $name (profile $PROFILE)"
     t0=$SECONDS
-    "$VENV/bin/papermill" "$nb" "$out_dir/$name.partial" -p profile "$PROFILE" --cwd "$ROOT/notebooks" \
+    # written beside the target and moved into place only when the whole notebook succeeded
+    local partial="$out_dir/.${name%.ipynb}.partial.ipynb"
+    "$VENV/bin/papermill" "$nb" "$partial" -p profile "$PROFILE" --cwd "$ROOT/notebooks" \
         --kernel python3 --progress-bar
-    mv "$out_dir/$name.partial" "$out_dir/$name"
+    mv "$partial" "$out_dir/$name"
     echo "$key" > "$stamps/$name"
     log "done $name in $((SECONDS - t0)) s"
   done

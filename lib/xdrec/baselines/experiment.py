@@ -13,6 +13,7 @@ Command line (what ``accelerate launch`` runs at the ``paper`` profile)::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import data
+from ..io import sha256_text
 from ..metrics import DEFAULT_KS, rank_metrics
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
@@ -74,8 +76,8 @@ def run_id_baseline(model: str, dataset: str, domain: str, *, profile: str = "bo
         # early stopping on a seeded sample of validation users: a full pass costs as much as an epoch
         split = SimpleNamespace(train=split.train, valid=split.valid.sample(cfg["max_valid_rows"], random_state=seed),
                                 test=split.test)
-    train_cfg = TrainConfig(epochs=model_cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], patience=cfg["patience"],
-                            seed=seed, checkpoint_dir=checkpoint_dir(profile, name, fingerprint),
+    train_cfg = TrainConfig(epochs=model_cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], patience=model_cfg["patience"],
+                            seed=seed, checkpoint_dir=checkpoint_dir(profile, name, run_key(fingerprint, model_cfg)),
                             cpu=get_profile(profile)["device"] == "cpu")
     common = dict(hidden=cfg["hidden"], max_len=cfg["max_len"], dropout=cfg["dropout"])
     if model.startswith("sasrec"):
@@ -93,13 +95,19 @@ def run_id_baseline(model: str, dataset: str, domain: str, *, profile: str = "bo
                  count_trainable_params(net), model_cfg, training, fingerprint)
 
 
+def run_key(fingerprint: str, model_cfg: dict[str, Any]) -> str:
+    """Checkpoints are resumed only by a run with the same code and the same settings."""
+    return f"{fingerprint}-{sha256_text(json.dumps(model_cfg, sort_keys=True))[:12]}"
+
+
 def _model_config(model: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """The settings a stored result must share with the current profile to be reused."""
     if model == "pop":
         return {}
     keys = ["hidden", "layers", "max_len", "dropout", "lr", "batch_size", "patience", "max_valid_rows"]
     keys += ["sasrec_heads"] if model.startswith("sasrec") else ["bert4rec_heads", "bert4rec_mask_prob"]
-    return {**{k: cfg[k] for k in keys}, "epochs": cfg["epochs_by_model"].get(model, cfg["epochs"])}
+    return {**{k: cfg[k] for k in keys}, "epochs": cfg["epochs_by_model"].get(model, cfg["epochs"]),
+            "patience": cfg["patience_by_model"].get(model, cfg["patience"])}
 
 
 def _save(name, metrics, profile, dataset, domain, seed, split_desc, wall, params, config, training, fingerprint):
