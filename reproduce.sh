@@ -9,7 +9,8 @@
 #
 # Options:
 #   --profile ci|book|paper   scale (default: book = real data, CPU-sized). `paper` is for GPUs.
-#   --force                   re-run stages even if their inputs did not change
+#   --force                   re-run stages even if their inputs did not change, and recompute
+#                             stored experiments instead of reading them back
 #   --only PATTERN            run only the notebooks whose file name matches PATTERN (e.g. 02)
 #
 # Environment:
@@ -145,7 +146,10 @@ run_notebooks() {
     t0=$SECONDS
     # written beside the target and moved into place only when the whole notebook succeeded
     local partial="$out_dir/.${name%.ipynb}.partial.ipynb"
-    "$VENV/bin/papermill" "$nb" "$partial" -p profile "$PROFILE" --cwd "$ROOT/notebooks" \
+    # --force also reaches the notebooks: experiments are recomputed instead of read back
+    local force_arg=()
+    [[ $FORCE == 1 ]] && force_arg=(-p force True)
+    "$VENV/bin/papermill" "$nb" "$partial" -p profile "$PROFILE" "${force_arg[@]}" --cwd "$ROOT/notebooks" \
         --kernel python3 --progress-bar
     mv "$partial" "$out_dir/$name"
     echo "$key" > "$stamps/$name"
