@@ -28,7 +28,9 @@ def run_stage(module: str, cli_args: list[str], profile: str, inprocess: Callabl
     prefix = launcher_for(profile)
     if prefix is None:
         return inprocess()
-    cmd = [*prefix, "-m", module, *cli_args] if prefix[0] != "python" else [sys.executable, "-m", module, *cli_args]
+    if prefix == ["python"]:  # XDREC_LAUNCH=python: this interpreter, one process
+        prefix = [sys.executable]
+    cmd = [*prefix, "-m", module, *cli_args]
     print("launching:", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=project_root())
     return None

@@ -13,6 +13,18 @@ import copy
 import os
 from typing import Any
 
+# The domains of the two cross-domain sets, each a target of single-domain ID baselines.
+CROSS_DOMAIN_TARGETS = [
+    ("amazon14-food-kitchen", "Food"),
+    ("amazon14-food-kitchen", "Kitchen"),
+    ("amazon18-xcross", "Electronics"),
+    ("amazon18-xcross", "Sports"),
+    ("amazon18-xcross", "Tools"),
+    ("amazon18-xcross", "Toys"),
+]
+# The 5-core sets without text, on which the papers report ID baselines (Sports: GenCDR Table 2).
+CALIBRATION_TARGETS = [("amazon14-5core-sequences", d) for d in ("Sports", "Beauty", "Toys")]
+
 _ID_BASELINES_PAPER = {
     # SASRec (Kang & McAuley 2018) / BERT4Rec (Sun et al. 2019) defaults for sparse Amazon sets.
     "max_len": 50,
@@ -30,17 +42,8 @@ _ID_BASELINES_PAPER = {
     "patience_by_model": {},  # per-model early-stopping patience (validations without improvement)
     "max_valid_rows": None,  # validate on a seeded sample of users (None: all); testing always uses all
     # (dataset, domain, models): every shared domain, every model.
-    "runs": [(ds, dom, ["pop", "sasrec-bce", "sasrec-ce", "bert4rec"]) for ds, dom in [
-        ("amazon14-5core-sequences", "Sports"),
-        ("amazon14-5core-sequences", "Beauty"),
-        ("amazon14-5core-sequences", "Toys"),
-        ("amazon14-food-kitchen", "Food"),
-        ("amazon14-food-kitchen", "Kitchen"),
-        ("amazon18-xcross", "Electronics"),
-        ("amazon18-xcross", "Sports"),
-        ("amazon18-xcross", "Tools"),
-        ("amazon18-xcross", "Toys"),
-    ]],
+    "runs": [(ds, dom, ["pop", "sasrec-bce", "sasrec-ce", "bert4rec"])
+             for ds, dom in CALIBRATION_TARGETS + CROSS_DOMAIN_TARGETS],
     "seeds": [0, 1, 2],
 }
 
@@ -69,14 +72,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             # Sports (the calibration against GenCDR Table 2) gets both SASRec losses; the domains
             # of the cross-domain sets get the stronger variant and BERT4Rec.
             "runs": [("amazon14-5core-sequences", "Sports", ["pop", "sasrec-bce", "sasrec-ce", "bert4rec"])]
-            + [(ds, dom, ["pop", "sasrec-ce", "bert4rec"]) for ds, dom in [
-                ("amazon14-food-kitchen", "Food"),
-                ("amazon14-food-kitchen", "Kitchen"),
-                ("amazon18-xcross", "Electronics"),
-                ("amazon18-xcross", "Sports"),
-                ("amazon18-xcross", "Tools"),
-                ("amazon18-xcross", "Toys"),
-            ]],
+            + [(ds, dom, ["pop", "sasrec-ce", "bert4rec"]) for ds, dom in CROSS_DOMAIN_TARGETS],
             "seeds": [0],
         },
     },
