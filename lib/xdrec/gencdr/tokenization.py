@@ -1,0 +1,361 @@
+"""Train GenCDR's tokenizer on a dataset and write its semantic IDs: ``run_tokenizer(dataset, profile, variant)``.
+
+One run = phase 1 (universal RQ-VAE + MTM on the items of all chosen domains), phase 2 (domain
+LoRA adapters + VIB item router), then semantic IDs under both collision rules, per-domain prefix
+trees, and a result record ``results/<profile>/gencdr_tokenizer__<dataset>__<variant>__seed<s>.json``.
+
+Variants (the tokenization rows of GenCDR's ablation, Table 3):
+
+- ``full``        MTM loss and domain adapters + router; IDs quantise ``z_fused``;
+- ``no-mtm``      lambda = 0 ("w/o MTM");
+- ``no-adapter``  universal codes only, IDs quantise ``z_uni`` ("w/o Item Adapter").
+
+Everything is resumable and skipped when done: each phase trains through :func:`xdrec.training.fit`
+with a checkpoint folder keyed by the code fingerprint and the settings, so a rerun loads the
+finished weights instead of training (``full`` and ``no-adapter`` share their phase 1).  Files::
+
+    checkpoints/gencdr_tokenizer/<dataset>/phase1-<key>/        fit checkpoints of phase 1
+    checkpoints/gencdr_tokenizer/<dataset>/<variant>-<key>/     phase 2 checkpoints (if any) and
+        semantic_ids.parquet                                    item, item_key, domain, raw codes, IDs per rule
+        trees/<rule>/<domain>.json                              prefix tree of every domain
+
+Command line: ``python -m xdrec.gencdr.tokenization --dataset amazon14-food-kitchen --profile book``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import data
+from ..decoding import PrefixTree
+from ..io import sha256_text, write_parquet
+from ..paths import checkpoint_dir
+from ..profiles import get_profile
+from ..quantization import COLLISION_RULES, id_statistics, resolve_collisions
+from ..results import code_fingerprint, load_if_current, save_result
+from ..training import TrainConfig, count_trainable_params, fit
+from .tokenizer import DomainAdaptiveTokenizer, UniversalTokenizer
+
+VARIANTS = {
+    "full": {"mtm": True, "adapters": True},
+    "no-mtm": {"mtm": False, "adapters": True},
+    "no-adapter": {"mtm": True, "adapters": False},
+}
+FINGERPRINT_MODULES = ("xdrec.gencdr.tokenizer", "xdrec.gencdr.routing", "xdrec.gencdr.tokenization",
+                       "xdrec.quantization", "xdrec.training", "xdrec.data", "xdrec.encoders")
+
+
+def result_name(dataset: str, variant: str, seed: int) -> str:
+    return f"gencdr_tokenizer__{dataset}__{variant}__seed{seed}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Items and their text embeddings
+# ----------------------------------------------------------------------------------------------
+def load_items(dataset: str, domains: Sequence[str] | None = None, *, root=None, text_encoder: dict | None = None,
+               progress: bool = True) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    """Items (item, item_key, domain, domain_name, text), domain names, and their MiniLM embeddings.
+
+    Raises a ``ValueError`` naming the item for an empty text or a non-finite embedding.
+    """
+    from ..encoders import embed_item_texts
+
+    full = data.load(dataset, root=root)
+    every = full.items.reset_index(drop=True).copy()
+    every["domain_name"] = every.domain.map(dict(enumerate(full.domains)))
+    check_texts(every, dataset)
+    te = text_encoder or {}
+    # embed every item of the set (the cache notebook 01 filled), then keep the chosen domains
+    emb = embed_item_texts(every.text.tolist(), model_path=te.get("path"), batch_size=te.get("batch_size", 256),
+                           progress=progress)
+    ds = full
+    if domains:
+        unknown = [d for d in domains if d not in full.domains]
+        if unknown:
+            raise ValueError(f"{dataset}: unknown domain(s) {unknown}; it has {full.domains}")
+        ds = full.subset(list(domains))
+    items = ds.items.reset_index(drop=True).copy()
+    items["domain_name"] = items.domain.map(dict(enumerate(ds.domains)))
+    row_of = pd.Series(np.arange(len(every)), index=pd.MultiIndex.from_frame(every[["domain_name", "item_key"]]))
+    emb = emb[row_of.loc[list(zip(items.domain_name, items.item_key))].to_numpy()]
+    check_embeddings(emb, items, dataset)
+    return items, list(ds.domains), emb
+
+
+def check_texts(items: pd.DataFrame, dataset: str = "items") -> None:
+    empty = items.text.isna() | (items.text.astype(str).str.strip() == "")
+    if empty.any():
+        row = items[empty].iloc[0]
+        raise ValueError(f"{dataset}: item {row.item_key} ({row.domain_name}) has no text; "
+                         f"{int(empty.sum())} items in all: load the set with a missing-text policy that fills or drops them")
+
+
+def check_embeddings(emb: np.ndarray, items: pd.DataFrame, dataset: str = "items") -> None:
+    bad = np.flatnonzero(~np.isfinite(emb).all(1))
+    if len(bad):
+        row = items.iloc[bad[0]]
+        raise ValueError(f"{dataset}: the embedding of item {row.item_key} ({row.domain_name}, row {bad[0]}) holds NaN or "
+                         f"inf ({len(bad)} such items): recompute the embeddings")
+
+
+# ----------------------------------------------------------------------------------------------
+# The two training phases
+# ----------------------------------------------------------------------------------------------
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def pretrain_universal(x: torch.Tensor, cfg: dict[str, Any], *, mtm: bool, seed: int, ckpt: Path | None,
+                       cpu: bool = True, progress: bool = True) -> tuple[UniversalTokenizer, Any, list[int]]:
+    """Phase 1: k-means initialised codebooks, then ``L_REC + mu L_Q + lambda L_MTM`` for ``pretrain.epochs``.
+
+    Returns the tokenizer (holding the weights with the lowest reconstruction loss over all items,
+    in practice one of the last epochs; the total loss is no criterion, since the MTM loss grows
+    as the codes spread over the codebooks), the
+    :class:`~xdrec.training.TrainResult`, and the number of dead codes revived before each epoch.
+    """
+    torch.manual_seed(seed)
+    model = UniversalTokenizer(x.shape[1], cfg["hidden"], cfg["latent_dim"], cfg["n_levels"], cfg["codebook_size"],
+                               cfg["beta"], cfg["quant_weight"], cfg["mtm_weight"] if mtm else 0.0, cfg["mtm"])
+    n, bs = len(x), cfg["pretrain"]["batch_size"]
+    first = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cfg["kmeans_init_items"]]
+    with torch.no_grad():
+        model.quantizer.init_kmeans(model.rqvae.encoder(x[first]), seed=seed)
+    revived: list[int] = []
+
+    def batches(epoch: int):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        if cfg["revive_dead_codes"] and epoch > 1:
+            with torch.no_grad():
+                dev = _device_of(model)
+                z = model.rqvae.encoder(x[perm[: cfg["kmeans_init_items"]]].to(dev))
+                revived.append(model.quantizer.reset_dead_codes(z, seed=seed + epoch))
+        return [x[perm[s:s + bs]] for s in range(0, n, bs)]
+
+    def evaluate(m: UniversalTokenizer) -> dict[str, float]:
+        ev = m.evaluate(x.to(_device_of(m)))
+        st = id_statistics(ev.pop("codes").cpu().numpy(), cfg["codebook_size"])
+        return {"neg_rec": -ev["rec"], **ev, "collision_rate": st["collision_rate"],
+                **{f"usage_{d}": u for d, u in enumerate(st["level_usage"])}}
+
+    tc = TrainConfig(epochs=cfg["pretrain"]["epochs"], lr=cfg["pretrain"]["lr"], batch_size=bs, patience=None,
+                     seed=seed, checkpoint_dir=ckpt, cpu=cpu, progress=progress)
+    result = fit(model, batches, evaluate, tc, loss_fn=lambda m, b: m(b).loss, metric="neg_rec")
+    return model.freeze(), result, revived
+
+
+def train_adapters(universal: UniversalTokenizer, x: torch.Tensor, domain: torch.Tensor, domains: list[str],
+                   cfg: dict[str, Any], *, seed: int, ckpt: Path | None, cpu: bool = True,
+                   progress: bool = True) -> tuple[DomainAdaptiveTokenizer, Any]:
+    """Phase 2: one LoRA adapter per domain and the VIB router on Eqs. 5, 7 and 8; ``universal`` stays frozen."""
+    torch.manual_seed(seed)
+    model = DomainAdaptiveTokenizer(universal, domains, **cfg["lora"], router_hidden=cfg["router"]["hidden"],
+                                    router_latent=cfg["router"]["latent_dim"], vib_weight=cfg["router"]["vib_weight"])
+    n, bs = len(x), cfg["adapters"]["batch_size"]
+
+    def batches(epoch: int):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        return [(x[perm[s:s + bs]], domain[perm[s:s + bs]]) for s in range(0, n, bs)]
+
+    def evaluate(m: DomainAdaptiveTokenizer) -> dict[str, float]:
+        dev = _device_of(m)
+        ev = m.evaluate(x.to(dev), domain.to(dev))
+        return {"neg_rec": -ev["rec_fused"], **ev}
+
+    tc = TrainConfig(epochs=cfg["adapters"]["epochs"], lr=cfg["adapters"]["lr"], batch_size=bs, patience=None,
+                     seed=seed, checkpoint_dir=ckpt, cpu=cpu, progress=progress, checkpoint_trainable_only=True)
+    # kept: the epoch whose fused latents reconstruct the items best through the frozen Q and D
+    result = fit(model, batches, evaluate, tc, loss_fn=lambda m, b: m(*b).loss, metric="neg_rec")
+    model.eval()
+    return model, result
+
+
+# ----------------------------------------------------------------------------------------------
+# Codes, IDs, trees
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def codes_and_residuals(quantizer, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Codes [N, M] of ``z`` and the residuals ``r_d`` entering each level [N, M, D]."""
+    codes = quantizer.encode(z)
+    r, residuals = z, []
+    for d in range(quantizer.n_levels):
+        residuals.append(r)
+        r = r - quantizer.codebooks[d][codes[:, d]]
+    return codes.cpu().numpy(), torch.stack(residuals, 1).cpu().numpy()
+
+
+def prefix_trees(ids: np.ndarray, domain: np.ndarray, domains: list[str]) -> dict[str, PrefixTree]:
+    """One tree of valid IDs per domain (items of other domains are not in it)."""
+    return {name: PrefixTree(ids[domain == d].tolist()) for d, name in enumerate(domains)}
+
+
+@dataclass
+class TokenizerRun:
+    """A trained tokenizer and its IDs; what :func:`run_tokenizer` returns."""
+
+    dataset: str
+    variant: str
+    seed: int
+    profile: str
+    items: pd.DataFrame
+    domains: list[str]
+    embeddings: np.ndarray
+    universal: UniversalTokenizer
+    adaptive: DomainAdaptiveTokenizer | None
+    codes: np.ndarray
+    ids: dict[str, np.ndarray]
+    record: dict[str, Any]
+    directory: Path
+    rule: str = "reassign"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def latents(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``x``, ``z_uni`` and (with adapters) ``z_spec``, ``z_fused``, ``alpha`` of the items ``rows`` (default all)."""
+        rows = np.arange(len(self.items)) if rows is None else np.asarray(rows)
+        x = torch.from_numpy(self.embeddings[rows])
+        out = {"x": x.numpy()}
+        if self.adaptive is None:
+            out["z_uni"] = self.universal.rqvae.encoder(x).numpy()
+            return out
+        lat = self.adaptive.latents(x, torch.from_numpy(self.items.domain.to_numpy()[rows]))
+        out.update({k: v.numpy() for k, v in lat.items() if k != "kl"})
+        return out
+
+    def semantic_ids(self, rule: str | None = None) -> pd.DataFrame:
+        """One row per item: item, item_key, domain_name, text and its ID (one column per level)."""
+        ids = self.ids[rule or self.rule]
+        cols = {f"c{d}": ids[:, d] for d in range(ids.shape[1])}
+        return self.items[["item", "item_key", "domain_name", "text"]].assign(**cols)
+
+    def trees(self, rule: str | None = None) -> dict[str, PrefixTree]:
+        return prefix_trees(self.ids[rule or self.rule], self.items.domain.to_numpy(), self.domains)
+
+
+def run_tokenizer(dataset: str, *, profile: str = "book", variant: str = "full", seed: int = 0,
+                  domains: Sequence[str] | None = None, root=None, force: bool = False,
+                  progress: bool = True) -> TokenizerRun:
+    """Train (or load) GenCDR's tokenizer ``variant`` on ``dataset`` and return it with its semantic IDs."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: choose one of {sorted(VARIANTS)}")
+    prof = get_profile(profile)
+    cfg = prof["gencdr_tokenizer"]
+    if domains is None:
+        domains = cfg["datasets"].get(dataset) if dataset in cfg["datasets"] else None
+    opts = VARIANTS[variant]
+    cpu = prof["device"] == "cpu"
+    t0 = time.perf_counter()
+
+    items, names, emb = load_items(dataset, domains, root=root, text_encoder=prof["text_encoder"], progress=progress)
+    x = torch.from_numpy(emb)
+    dom = torch.from_numpy(items.domain.to_numpy().astype(np.int64))
+    fingerprint = code_fingerprint(*FINGERPRINT_MODULES)
+    texts_key = sha256_text(*items.item_key.astype(str), *items.text)[:16]
+    phase1_cfg = {k: v for k, v in cfg.items() if k not in ("lora", "router", "adapters", "collision_rule", "seeds", "datasets")}
+    phase1_cfg.update(mtm_weight=cfg["mtm_weight"] if opts["mtm"] else 0.0, dataset=dataset, domains=names,
+                      texts=texts_key, seed=seed)
+    key1 = sha256_text(fingerprint, json.dumps(phase1_cfg, sort_keys=True))[:16]
+    phase2_cfg = {"phase1": key1, "lora": cfg["lora"], "router": cfg["router"], "adapters": cfg["adapters"],
+                  "adapters_on": opts["adapters"]}
+    key2 = sha256_text(json.dumps(phase2_cfg, sort_keys=True))[:16]
+    base = checkpoint_dir("gencdr_tokenizer", dataset)
+    run_dir = base / f"{variant}-{key2}"
+    if force:
+        import shutil
+
+        for p in (base / f"phase1-{key1}", run_dir):
+            shutil.rmtree(p, ignore_errors=True)
+
+    universal, res1, revived = pretrain_universal(x, cfg, mtm=opts["mtm"], seed=seed, ckpt=base / f"phase1-{key1}",
+                                                  cpu=cpu, progress=progress)
+    adaptive, res2 = None, None
+    if opts["adapters"]:
+        adaptive, res2 = train_adapters(universal, x, dom, names, cfg, seed=seed, ckpt=run_dir / "phase2",
+                                        cpu=cpu, progress=progress)
+
+    # ---- semantic IDs under both rules ----------------------------------------------------------
+    with torch.no_grad():
+        if adaptive is not None:
+            lat = adaptive.latents(x, dom)
+            z, alpha = lat["z_fused"], lat["alpha"].numpy()
+        else:
+            z, alpha = universal.rqvae.encoder(x), None
+    codes, residuals = codes_and_residuals(universal.quantizer, z)
+    codebooks = universal.quantizer.codebooks.detach().cpu().numpy()
+    ids, stats = {}, {}
+    for rule in COLLISION_RULES:
+        try:
+            ids[rule] = resolve_collisions(codes, rule, residuals=residuals, codebooks=codebooks)
+            stats[rule] = id_statistics(codes, cfg["codebook_size"], ids[rule])
+        except ValueError as e:  # "reassign" when the codebooks hold fewer IDs than there are items
+            stats[rule] = {"infeasible": str(e)}
+    if cfg["collision_rule"] not in ids:
+        raise ValueError(f"{dataset}/{variant}: collision rule {cfg['collision_rule']!r} failed: "
+                         f"{stats[cfg['collision_rule']]['infeasible']}")
+    dom_np = items.domain.to_numpy()
+    per_domain = {}
+    for d, name in enumerate(names):
+        st = id_statistics(codes[dom_np == d], cfg["codebook_size"], ids[cfg["collision_rule"]][dom_np == d])
+        st["alpha"] = None if alpha is None else _summary(alpha[dom_np == d])
+        per_domain[name] = st
+    for rule in ids:
+        for name, tree in prefix_trees(ids[rule], dom_np, names).items():
+            tree.save(run_dir / "trees" / rule / f"{name}.json")
+    table = items[["item", "item_key", "domain_name"]].assign(
+        **{f"code{d}": codes[:, d] for d in range(codes.shape[1])},
+        **{f"{rule}{d}": ids[rule][:, d] for rule in ids for d in range(ids[rule].shape[1])})
+    write_parquet(run_dir / "semantic_ids.parquet", table)
+
+    config = {"variant": variant, **phase1_cfg, **{k: cfg[k] for k in ("lora", "router", "adapters", "collision_rule")}}
+    name = result_name(dataset, variant, seed)
+    stored = None if force else load_if_current(name, profile, fingerprint, config)
+    if stored is None or res1.skipped is False or (res2 is not None and not res2.skipped):
+        metrics = {"collision_rate": stats[cfg["collision_rule"]]["collision_rate"],
+                   "level_usage": stats[cfg["collision_rule"]]["level_usage"],
+                   "level_perplexity": stats[cfg["collision_rule"]]["level_perplexity"],
+                   "final_unique": {r: s.get("final_unique", False) for r, s in stats.items()},
+                   "alpha_mean": None if alpha is None else float(alpha.mean())}
+        extra = {
+            "stats": stats, "per_domain": per_domain, "revived_codes": revived,
+            "phase1": res1.to_dict(), "phase2": None if res2 is None else res2.to_dict(),
+            "items_per_domain": {n: int((dom_np == d).sum()) for d, n in enumerate(names)},
+            "trainable_params": {"phase1": res1.trainable_params, "phase2": None if res2 is None else res2.trainable_params},
+            "directory": str(run_dir.relative_to(checkpoint_dir())),
+        }
+        wall = res1.wall_time + (res2.wall_time if res2 is not None else 0.0)
+        save_result(name, metrics, profile=profile, dataset=dataset, split="all items of " + "+".join(names), seed=seed,
+                    wall_time_s=wall, trainable_params=count_trainable_params(adaptive) if adaptive is not None
+                    else res1.trainable_params, config=config, extra=extra, code_fingerprint=fingerprint)
+        stored = load_if_current(name, profile, fingerprint, config)
+    return TokenizerRun(dataset, variant, seed, profile, items, names, emb, universal, adaptive, codes, ids, stored,
+                        run_dir, cfg["collision_rule"], {"seconds": time.perf_counter() - t0})
+
+
+def _summary(a: np.ndarray) -> dict[str, float]:
+    q = np.quantile(a, [0.05, 0.25, 0.5, 0.75, 0.95])
+    return {"mean": float(a.mean()), "std": float(a.std()), **{f"q{int(p * 100):02d}": float(v)
+                                                             for p, v in zip([0.05, 0.25, 0.5, 0.75, 0.95], q)}}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="full")
+    p.add_argument("--profile", default="book")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args(argv)
+    run = run_tokenizer(a.dataset, profile=a.profile, variant=a.variant, seed=a.seed, force=a.force)
+    print(json.dumps(run.record["metrics"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
