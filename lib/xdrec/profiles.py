@@ -73,6 +73,50 @@ _GENCDR_TOKENIZER_PAPER = {
     "seeds": [0],
 }
 
+# How every generative recommender (GenCDR, TIGER, UTGRec) is evaluated: the same rows, the same
+# beam search. ``None`` = all rows; the CPU profiles score a seeded sample of users per domain.
+_GENERATIVE_EVAL_PAPER = {
+    "beams": 20,  # beams of the constrained search; the top 10 IDs are ranked (Recall/NDCG@5/10)
+    "top_k": 10,
+    "valid_rows_per_domain": None,
+    "test_rows_per_domain": None,
+    "batch_size": 64,
+    "max_items": 20,  # items of history in a prompt (the most recent ones)
+}
+
+_GENCDR_RECOMMENDER_PAPER = {
+    # GenCDR, Implementation Details: Qwen2.5-7B, N = 4 universal LoRA experts (r = 64, alpha = 128),
+    # 10 epochs, then domain adapters for 10-20 epochs; AdamW lr 5e-5, batch 8, fp16.
+    "backbone": "smollm2-135m",  # XDREC_BACKBONE (a local folder) replaces it at the paper profile
+    "num_layers": None,  # None = every layer of the backbone
+    "prompt_prefix": "",  # text before the history (tokenised by the backbone's tokenizer)
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "experts": {"n": 4, "r": 64, "alpha": 128, "dropout": 0.05, "balance_weight": 0.01},
+    "domain_lora": {"r": 64, "alpha": 128, "dropout": 0.05},
+    "router": {"hidden": 128, "latent_dim": 1, "vib_weight": 1e-3},
+    "universal": {"epochs": 10, "lr": 5e-5, "batch_size": 8, "patience": 3},
+    "domain": {"epochs": 15, "lr": 5e-5, "batch_size": 8, "patience": 3},
+    "mixed_precision": "fp16",
+    "seeds": [0, 1, 2],
+}
+
+_TIGER_PAPER = {
+    # TIGER (Rajput et al., NeurIPS 2023, Sec. 4): RQ-VAE IDs (3 x 256 codes + a collision level),
+    # T5 encoder-decoder with 4 + 4 layers, 6 heads of 64, d_model 128, MLP 1024, dropout 0.1.
+    "d_model": 128,
+    "n_layers": 4,
+    "n_heads": 6,
+    "d_kv": 64,
+    "d_ff": 1024,
+    "dropout": 0.1,
+    "collision_rule": "extra_level",
+    "epochs": 50,
+    "lr": 1e-3,
+    "batch_size": 256,
+    "patience": 5,
+    "seeds": [0, 1, 2],
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "device": "cuda",
@@ -80,6 +124,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "text_encoder": {"batch_size": 1024, "max_length": 64},
         "id_baselines": _ID_BASELINES_PAPER,
         "gencdr_tokenizer": _GENCDR_TOKENIZER_PAPER,
+        "generative_eval": _GENERATIVE_EVAL_PAPER,
+        "gencdr_recommender": _GENCDR_RECOMMENDER_PAPER,
+        "tiger": _TIGER_PAPER,
     },
     "book": {
         "device": "cpu",
@@ -108,6 +155,23 @@ PROFILES: dict[str, dict[str, Any]] = {
             "pretrain": {"epochs": 30, "lr": 1e-3, "batch_size": 512},
             "adapters": {"epochs": 15, "lr": 1e-3, "batch_size": 512},
         },
+        "generative_eval": {**_GENERATIVE_EVAL_PAPER, "valid_rows_per_domain": 200, "test_rows_per_domain": 1000,
+                            "batch_size": 32},
+        "gencdr_recommender": {
+            **_GENCDR_RECOMMENDER_PAPER,
+            # SmolLM2-135M cut to its first 2 of 30 layers: ~4.7k tokens/s forward+backward on 2 cores
+            # (4 layers: 2.0k; all 30 would take hours per epoch). Small ranks, a few epochs at a larger lr.
+            "num_layers": 2,
+            "experts": {"n": 4, "r": 8, "alpha": 16, "dropout": 0.05, "balance_weight": 0.01},
+            "domain_lora": {"r": 8, "alpha": 16, "dropout": 0.05},
+            "universal": {"epochs": 2, "lr": 1e-3, "batch_size": 16, "patience": None},
+            "domain": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "patience": None},
+            "mixed_precision": "no",
+            "seeds": [0],
+        },
+        # 2 + 2 layers, MLP 512, 900k target tokens an epoch (~3,500 steps): ~7 min an epoch on 2 cores.
+        "tiger": {**_TIGER_PAPER, "n_layers": 2, "d_ff": 512, "lr": 3e-3, "epochs": 4, "tokens_per_epoch": 900_000,
+                  "patience": 3, "seeds": [0]},
     },
     "ci": {
         "device": "cpu",
@@ -129,6 +193,21 @@ PROFILES: dict[str, dict[str, Any]] = {
             "adapters": {"epochs": 2, "lr": 1e-3, "batch_size": 512},
             "collision_rule": "extra_level",
         },
+        "generative_eval": {**_GENERATIVE_EVAL_PAPER, "beams": 10, "valid_rows_per_domain": 30,
+                            "test_rows_per_domain": 60, "batch_size": 30},
+        "gencdr_recommender": {
+            **_GENCDR_RECOMMENDER_PAPER,
+            "num_layers": 1,
+            "target_modules": ["q_proj", "v_proj"],
+            "experts": {"n": 2, "r": 4, "alpha": 8, "dropout": 0.0, "balance_weight": 0.01},
+            "domain_lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "universal": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "patience": None, "max_users": 300},
+            "domain": {"epochs": 1, "lr": 1e-3, "batch_size": 16, "patience": None, "max_users": 300},
+            "mixed_precision": "no",
+            "seeds": [0],
+        },
+        "tiger": {**_TIGER_PAPER, "n_layers": 1, "d_ff": 256, "epochs": 1, "tokens_per_epoch": 20_000, "patience": None,
+                  "seeds": [0]},
     },
 }
 
