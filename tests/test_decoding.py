@@ -357,6 +357,35 @@ def test_processor_kills_a_row_with_an_invalid_prefix():
     assert torch.isfinite(out[1]).sum() == len(trees[0].next_codes(valid.tolist()))
 
 
+def test_codes_outside_a_level_are_not_allowed_never_an_index_error():
+    ids, domain, trees = random_catalogue(per_domain=(20, 15, 18))
+    trie = TrieTensors(ids, domain, N_DOMAINS, codebook_sizes=SIZES)
+    width = trie.child.shape[1]
+    roots = trie.root(torch.tensor([0, 0, 0, 1]))
+    first = int(ids[np.flatnonzero(domain == 0)[0], 0])
+    got = trie.step(roots, torch.tensor([first, width, width + 7, -3]))
+    assert got[0] >= 0 and got[1:].tolist() == [-1, -1, -1]
+    # a beam whose prefix holds a token of another level (code >= K there) is dead, not an error
+    vocab = SemanticIdVocab(SIZES, ("a", "b", "c"), offset=TEXT)
+    bad = vocab.level_offsets[0] + width + 2  # beyond level 0's codes
+    input_ids = torch.tensor([[3, bad], [3, vocab.level_offsets[0] + first]])
+    out = PrefixTreeLogitsProcessor(trie, vocab.level_offsets, 1, torch.tensor([0]), 2, EOS)(
+        input_ids, torch.zeros(2, TEXT + len(vocab)))
+    assert torch.isneginf(out[0]).all()
+    assert torch.isfinite(out[1]).sum() == len(trees[0].next_codes([first]))
+
+
+def test_processor_masks_the_scores_in_place():
+    ids, domain, _ = random_catalogue(per_domain=(20, 15, 18))
+    trie = TrieTensors(ids, domain, N_DOMAINS, codebook_sizes=SIZES)
+    vocab = SemanticIdVocab(SIZES, ("a", "b", "c"), offset=TEXT)
+    scores = torch.randn(2, TEXT + len(vocab))
+    out = PrefixTreeLogitsProcessor(trie, vocab.level_offsets, 1, torch.tensor([0]), 2, EOS)(
+        torch.tensor([[3], [4]]), scores)
+    assert out.data_ptr() == scores.data_ptr()  # no [rows, V] allocation per step
+    assert torch.isfinite(out).sum(1).tolist() == [int((ids[domain == 0, 0][:, None] == np.arange(SIZES[0])).any(0).sum())] * 2
+
+
 def test_generate_with_processor_returns_valid_ids_then_eos():
     ids, domain, trees = random_catalogue(per_domain=(24, 20, 26), seed=4)
     trie = TrieTensors(ids, domain, N_DOMAINS, codebook_sizes=SIZES)
