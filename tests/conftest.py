@@ -1,4 +1,6 @@
 """Shared pytest configuration for the xdrec tests."""
+import pytest
+import torch
 
 
 def pytest_configure(config):
@@ -6,3 +8,15 @@ def pytest_configure(config):
         "markers",
         "realdata: needs the real datasets (../shared/data or $XDREC_DATA); skipped where they are absent",
     )
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run as fast on one thread, and do not fight a concurrent job for the cores.
+
+    Test modules of tiny models opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

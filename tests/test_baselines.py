@@ -25,13 +25,7 @@ from xdrec.training import TrainConfig
 N_ITEMS = 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is as fast as two and immune to oversubscription on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_split(n_users=400, n_items=N_ITEMS, p=0.9, seed=0):

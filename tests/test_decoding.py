@@ -27,13 +27,7 @@ SIZES = (5, 4, 3)  # K_l per level: 60 possible IDs
 N_DOMAINS = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is as fast as two and immune to oversubscription on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_catalogue(per_domain=(14, 9, 0), sizes=SIZES, shared=4, seed=0):

@@ -9,13 +9,7 @@ from xdrec.generative import SemanticIdVocab
 from xdrec.tiger import START, TIGER, NextItemExamples, TIGERConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight a concurrent job for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = TIGERConfig(d_model=16, n_layers=1, n_heads=2, d_kv=8, d_ff=32, dropout=0.0, max_items=3, beams=6)

@@ -10,12 +10,7 @@ from xdrec.io import load_safetensors
 from xdrec.training import TrainConfig, fit, rng_state, seed_everything, set_rng_state
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Tiny(torch.nn.Module):
