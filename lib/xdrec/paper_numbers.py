@@ -116,3 +116,72 @@ def gencdr_table3() -> pd.DataFrame:
     wide = wide.loc[list(dict.fromkeys(GENCDR_TABLE3.variant))]
     drop = 100 * (1 - wide / wide.loc["full"])
     return pd.concat({"ndcg@10": wide, "drop %": drop.round(1)}, axis=1)
+
+
+# X-Cross Table 2: Hit@1/3/10 and MRR (in %), 30 choices (1 true + 29 popularity-sampled), user split
+# 3:1:1, DeBERTa-v3-base. Row order as in the paper; columns per domain: hit@1, hit@3, hit@10, mrr.
+XCROSS_DOMAINS = ["Tools", "Sports", "Toys", "Electronics"]
+_XCROSS_METRICS = ["hit@1", "hit@3", "hit@10", "mrr@10"]
+_XCROSS_T2_GROUPS = {
+    "SASRec": "single-domain", "BERT4Rec": "single-domain", "FDSA": "single-domain", "S3-Rec": "single-domain",
+    "LLM-Rec": "single-domain", "Tools-LoRA": "LoRA (source) / zero-shot", "Sports-LoRA": "LoRA (source) / zero-shot",
+    "Toys-LoRA": "LoRA (source) / zero-shot", "Electronics-LoRA": "LoRA (source) / zero-shot",
+    "UniSRec": "cross-domain", "VQ-Rec": "cross-domain", "RecFormer": "cross-domain",
+    "XLoRA": "domain integration", "MeteoRA": "domain integration", "Pooler + Scorer": "domain integration",
+    "X-Cross": "domain integration",
+}
+_XCROSS_T2 = [
+    ('SASRec', [6.38, 14.23, 37.07, 13.26, 9.79, 22.34, 51.96, 19.99, 8.36, 17.92, 41.46, 16.13, 6.34, 16.19, 44.76, 15.05]),
+    ('BERT4Rec', [4.79, 11.13, 33.33, 11.02, 7.85, 18.08, 45.54, 16.56, 6.11, 14.71, 38.86, 13.52, 5.07, 12.96, 39.17, 12.59]),
+    ('FDSA', [5.43, 12.59, 36.84, 12.19, 8.21, 20.21, 49.52, 18.02, 7.14, 16.37, 44.25, 15.55, 6.04, 16.0, 43.01, 14.53]),
+    ('S3-Rec', [5.15, 11.67, 35.02, 11.56, 8.68, 20.21, 50.58, 18.46, 6.75, 16.44, 41.51, 14.72, 5.62, 14.67, 43.69, 13.98]),
+    ('LLM-Rec', [14.77, 35.7, 74.14, 30.14, 22.29, 47.96, 82.49, 39.38, 23.45, 49.87, 83.91, 40.87, 25.57, 51.99, 85.03, 42.82]),
+    ('Tools-LoRA', [18.74, 39.26, 74.87, 33.69, 13.3, 28.11, 58.35, 24.64, 13.91, 26.4, 53.99, 23.79, 8.85, 20.11, 45.55, 17.75]),
+    ('Sports-LoRA', [12.4, 25.58, 55.95, 22.74, 27.98, 51.49, 82.62, 43.49, 14.1, 25.49, 49.5, 22.92, 8.49, 17.63, 44.03, 16.48]),
+    ('Toys-LoRA', [11.26, 22.16, 48.34, 20.06, 14.52, 27.54, 55.55, 24.71, 27.99, 52.02, 84.77, 44.05, 8.98, 18.96, 45.21, 17.47]),
+    ('Electronics-LoRA', [12.4, 26.32, 50.39, 21.59, 15.82, 30.32, 59.08, 26.74, 14.34, 25.84, 52.85, 23.74, 25.56, 51.77, 84.08, 42.4]),
+    ('UniSRec', [7.8, 16.96, 42.64, 15.95, 13.07, 27.49, 58.92, 24.39, 10.03, 19.98, 46.1, 18.46, 7.66, 17.21, 46.33, 16.28]),
+    ('VQ-Rec', [6.84, 15.55, 41.04, 14.42, 10.81, 24.06, 55.18, 21.58, 8.03, 17.36, 43.15, 16.08, 7.09, 16.36, 43.84, 15.34]),
+    ('RecFormer', [12.8, 26.83, 54.65, 23.35, 18.76, 36.82, 69.15, 31.83, 16.74, 30.31, 57.08, 26.96, 14.19, 29.2, 60.08, 25.59]),
+    ('XLoRA', [18.01, 36.21, 69.95, 31.44, 24.45, 44.89, 77.01, 38.68, 23.28, 45.07, 79.9, 38.66, 15.14, 32.43, 66.66, 28.23]),
+    ('MeteoRA', [17.74, 36.53, 70.27, 31.26, 21.38, 41.62, 72.04, 35.1, 22.3, 42.96, 76.76, 37.0, 17.65, 37.1, 72.38, 31.91]),
+    ('Pooler + Scorer', [14.09, 31.19, 61.7, 26.48, 22.97, 42.56, 74.69, 36.74, 20.73, 39.73, 73.23, 34.45, 15.69, 33.91, 68.18, 29.07]),
+    ('X-Cross', [20.11, 40.36, 76.06, 34.87, 28.4, 50.09, 82.05, 43.36, 28.23, 52.66, 85.66, 44.65, 26.25, 50.72, 84.71, 42.84]),
+]
+# X-Cross Table 4: ablations (beta = gamma = 0: "- Layers"; gamma = 0: "- Interactions"; beta = 0: "- Experts").
+_XCROSS_T4 = [
+    ('X-Cross', [20.11, 40.36, 76.06, 34.87, 28.4, 50.09, 82.05, 43.36, 28.23, 52.66, 85.66, 44.65, 26.25, 50.72, 84.71, 42.84]),
+    ('- Layers', [16.6, 35.11, 68.99, 30.2, 24.24, 44.58, 76.57, 38.53, 22.96, 45.26, 81.73, 38.73, 15.67, 33.33, 69.47, 29.15]),
+    ('- Interactions', [17.46, 38.49, 75.01, 32.62, 26.73, 49.55, 81.84, 42.1, 26.1, 50.97, 83.35, 42.51, 23.02, 46.12, 80.72, 38.95]),
+    ('- Experts', [19.33, 39.67, 73.78, 33.68, 27.57, 49.75, 81.55, 42.62, 25.81, 49.03, 83.98, 41.8, 26.06, 50.06, 82.88, 42.13]),
+]
+# X-Cross Table 3: training data needed (sizes sampled 50..1000, five subsets each).
+XCROSS_TABLE3 = pd.DataFrame(
+    [("Tools", 1000, 200, 500, 60.0), ("Sports", 100, 75, 200, 62.5), ("Toys", 300, 100, 300, 66.7),
+     ("Electronics", 300, 50, 300, 83.3)],
+    columns=["domain", "significant_below_M", "xcross_exceeds_reference_at", "lora_exceeds_reference_at", "gap_%"],
+)
+# Sec. 4.6: mean Hit@1 (in %) over five 1000-sample runs per domain, and the regression of accuracy on
+# prompt length (mean) and diversity (std): R^2 = 0.86, coefficients -0.65 (length) and 1.60 (diversity).
+XCROSS_CONVERGENCE = {"hit@1_at_1000": {"Sports": 21.82, "Toys": 19.42, "Electronics": 16.40, "Tools": 14.87},
+                      "r2": 0.86, "coef_length": -0.65, "coef_diversity": 1.60}
+
+
+def _xcross_long(rows: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(model, d, m, v / 100) for model, vals in rows
+         for (d, m), v in zip([(d, m) for d in XCROSS_DOMAINS for m in _XCROSS_METRICS], vals)],
+        columns=["model", "domain", "metric", "value"])
+
+
+XCROSS_TABLE2 = _xcross_long(_XCROSS_T2)
+XCROSS_TABLE4 = _xcross_long(_XCROSS_T4)
+
+
+def xcross_table(table: pd.DataFrame, domain: str) -> pd.DataFrame:
+    """One domain of X-Cross Table 2 or 4 (paper-reported) as models x metrics, values in [0, 1]."""
+    t = table[table.domain == domain]
+    if t.empty:
+        raise KeyError(f"X-Cross tables have no domain {domain!r}; they have {XCROSS_DOMAINS}")
+    order = list(dict.fromkeys(t.model))
+    return t.pivot(index="model", columns="metric", values="value").loc[order, _XCROSS_METRICS]

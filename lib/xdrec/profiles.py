@@ -132,6 +132,37 @@ _GENCDR_STUDIES_PAPER = {
     "seeds": [0],
 }
 
+# X-Cross (Hadad et al., SIGIR 2025), Sec. 4.1: four Amazon-2018 domains as each other's sources;
+# user split 3:1:1; 29 popularity-sampled negatives (30 choices) in training and evaluation; titles
+# cut to 8 words; DeBERTa-v3-base (a local path in the paper profile); LoRA r=16, alpha=32; AdamW,
+# lr 5e-5, weight decay 0.01, batch 1, 40 epochs; n=2 sources picked by zero-shot accuracy on a
+# holdout set; the top 9 (of 12) layers integrated; beta=0.5, gamma=0.4. Figure 3 / Table 3: training
+# sizes 50..1000, five random subsets each. Figure 4: 1, 2, 4, 8 integrated layers.
+_XCROSS_PAPER = {
+    "dataset": "amazon18-xcross",
+    "domains": ["Tools", "Sports", "Toys", "Electronics"],
+    "backbone": "microsoft/deberta-v3-base",  # XDREC_ENCODER (a local folder) replaces it: nothing is downloaded
+    "ratios": [3, 1, 1],
+    "split_seed": 0,
+    "title_words": 8,
+    "max_history": 15,
+    "max_length": 512,
+    "n_neg_train": 29,
+    "n_neg_eval": 29,
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query_proj", "value_proj"]},
+    "train": {"epochs": 40, "lr": 5e-5, "weight_decay": 0.01, "batch_size": 1, "patience": None},
+    "max_train_rows": None,   # training users per domain (None: all)
+    "max_valid_rows": None,   # holdout users for source selection
+    "max_test_rows": None,    # test users per domain
+    "xcross": {"n_sources": 2, "n_layers": 9, "beta": 0.5, "gamma": 0.4},
+    "mixture_lr": 5e-5,
+    "layers_study": [1, 2, 4, 8],
+    "limited": {"sizes": [50, 75, 100, 200, 300, 400, 500, 750, 1000], "subsets": 5},
+    "id_baselines": {"epochs": 200, "patience": 10, "hidden": 64, "layers": 2, "max_len": 50, "dropout": 0.2,
+                     "lr": 1e-3, "batch_size": 128},
+    "seed": 0,
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "device": "cuda",
@@ -143,6 +174,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gencdr_recommender": _GENCDR_RECOMMENDER_PAPER,
         "tiger": _TIGER_PAPER,
         "gencdr_studies": _GENCDR_STUDIES_PAPER,
+        "xcross": _XCROSS_PAPER,
     },
     "book": {
         "device": "cpu",
@@ -203,6 +235,21 @@ PROFILES: dict[str, dict[str, Any]] = {
             "sweeps": {"n_experts": [2, 4, 8], "r": [4, 8, 16], "alpha": [8, 16, 32], "dropout": [0.0, 0.05, 0.1]},
             "sweep_scope": "domain",
         },
+        "xcross": {
+            **_XCROSS_PAPER,
+            "backbone": "minilm",  # all-MiniLM-L6-v2: 6 layers, d = 384
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "value"]},
+            "n_neg_train": 9,  # 10 choices in training (a third of the compute); evaluation keeps 30
+            "train": {"epochs": 1, "lr": 1e-3, "weight_decay": 0.01, "batch_size": 2, "patience": None},
+            "mixture_lr": 1e-3,
+            "max_train_rows": 200,
+            "max_valid_rows": 40,
+            "max_test_rows": 100,
+            "xcross": {"n_sources": 2, "n_layers": 4, "beta": 0.5, "gamma": 0.4},  # top 4 of 6 layers
+            "layers_study": [1, 2, 4, 6],
+            "limited": {"sizes": [50, 100, 200], "subsets": 2},
+            "id_baselines": {**_XCROSS_PAPER["id_baselines"], "epochs": 50, "patience": 3},
+        },
     },
     "ci": {
         "device": "cpu",
@@ -248,6 +295,22 @@ PROFILES: dict[str, dict[str, Any]] = {
             "sensitivity": ("amazon18-xcross", "Tools"),
             "sweeps": {"n_experts": [1, 2], "r": [2, 4], "alpha": [8], "dropout": [0.0]},
             "sweep_scope": "domain",
+        },
+        "xcross": {
+            **_XCROSS_PAPER,
+            "domains": ["Tools", "Sports", "Toys"],
+            "backbone": "tiny",  # a randomly initialised 2-layer BERT with MiniLM's tokenizer
+            "lora": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]},
+            "n_neg_train": 4,
+            "train": {"epochs": 1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 4, "patience": None},
+            "mixture_lr": 1e-3,
+            "max_train_rows": 16,
+            "max_valid_rows": 8,
+            "max_test_rows": 12,
+            "xcross": {"n_sources": 2, "n_layers": 1, "beta": 0.5, "gamma": 0.4},
+            "layers_study": [1, 2],
+            "limited": {"sizes": [4, 8], "subsets": 2},
+            "id_baselines": {**_XCROSS_PAPER["id_baselines"], "epochs": 1, "patience": None},
         },
     },
 }

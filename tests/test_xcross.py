@@ -1,0 +1,362 @@
+"""X-Cross: the multiple-choice task, LoRA adapters, the integrator (Eqs. 3-6) and the baselines.
+
+Oracles: Hugging Face's own forward pass (with LoRA merged into the weights), Eq. 5 written as an
+explicit loop over domain pairs, the independent source models (what X-Cross must equal when it
+integrates nothing), and hand-computed ranks and losses.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from xdrec.metrics import sampled_ranking
+from xdrec.xcross import (AdapterMixture, ChoiceRows, DomainLoRAEncoder, MultiLoRALinear, PoolerScorer,
+                          PromptCollator, SourceModel, XCross, choice_rows, cut_title, others_index, prompt_text,
+                          refine)
+from xdrec.xcross.experiment import choice_loss, summarize
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+DOMAINS = ["A", "B", "C"]
+
+
+def tiny_backbone(layers=3, seed=0):
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    return BertModel(cfg, add_pooling_layer=False).eval()
+
+
+def tiny_encoder(layers=3, seed=0, randomize=True):
+    enc = DomainLoRAEncoder(tiny_backbone(layers, seed), DOMAINS, r=2, alpha=4, dropout=0.0).eval()
+    if randomize:  # B starts at zero: give every adapter and head a real effect
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in enc.parameters():
+                if p.requires_grad:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return enc
+
+
+def batch(b=2, c=3, t=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 50, (b, c, t), generator=g)
+    mask = torch.ones(b, c, t, dtype=torch.long)
+    mask[0, :, -2:] = 0  # padding in one row
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+# ---------------------------------------------------------------------------------------- prompts
+def test_prompt_is_figure_1_with_titles_cut_to_8_words():
+    assert cut_title("one two three four five six seven eight nine ten") == "one two three four five six seven eight"
+    assert prompt_text(["SE Shovel Kit", "Whistle."], "Thermal Blankets") == (
+        "History: 1: SE Shovel Kit. 2: Whistle. Candidate: Thermal Blankets")
+
+
+def test_choice_rows_draw_popular_negatives_outside_history_and_target():
+    frame = pd.DataFrame({"user": [5, 7, 9], "history": [[0, 1], [2], [3, 4, 5]], "target": [2, 6, 0],
+                          "domain": [0, 0, 0]})
+    pop = np.array([5, 5, 5, 5, 5, 5, 5, 0, 1, 1, 1, 1], dtype=float)
+    rows = choice_rows(frame, pop, n_neg=4, seed=3)
+    assert rows.candidates.shape == (3, 5)
+    assert rows.candidates[:, 0].tolist() == [2, 6, 0]
+    for h, cand in zip(rows.histories, rows.candidates):
+        negs = set(cand[1:].tolist())
+        assert len(negs) == 4 and cand[0] not in negs and not negs & set(h.tolist()) and 7 not in negs
+    again = choice_rows(frame, pop, n_neg=4, seed=3)
+    assert (again.candidates == rows.candidates).all()
+    sub = choice_rows(frame, pop, n_neg=4, seed=3, max_rows=2)
+    assert len(sub) == 2 and set(sub.users) <= {5, 7, 9}
+
+
+def test_collator_shapes_and_left_truncation_keeps_candidate():
+    from xdrec.encoders import minilm_path
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    titles = [f"item number {i} with a long title" for i in range(10)]
+    rows = ChoiceRows(np.array([1, 2]), [np.arange(8), np.array([3])], np.array([[9, 0, 1], [4, 5, 6]]))
+    col = PromptCollator(tok, titles, rows, max_history=15, max_length=24)
+    out = col([0, 1])
+    assert out["input_ids"].shape[:2] == (2, 3) and out["input_ids"].shape[2] <= 24
+    first = tok.decode(out["input_ids"][0, 0][out["attention_mask"][0, 0].bool()], skip_special_tokens=True)
+    assert first.endswith("candidate : item number 9 with a long title")
+    assert col.prompts([1])[0] == "History: 1: item number 3 with a long title. Candidate: item number 4 with a long title"
+    assert tok.truncation_side == "right"  # restored
+
+
+# ---------------------------------------------------------------------------------------- LoRA
+def test_multilora_linear_is_base_plus_scaled_low_rank_update():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    m = MultiLoRALinear(base, ["a", "b"], r=2, alpha=8, dropout=0.0)
+    x = torch.randn(3, 6)
+    assert torch.allclose(m(x), base(x))  # B = 0 at init, and no adapter active
+    with torch.no_grad():
+        for p in list(m.lora_B.values()):
+            p.normal_()
+    m.active = "a"
+    expected = base(x) + 4.0 * x @ (m.lora_B["a"] @ m.lora_A["a"]).T
+    assert torch.allclose(m(x), expected, atol=1e-5)
+    m.active, m.mix_names = None, ["a", "b"]
+    w = torch.tensor([[0.25, 0.75]]).expand(3, 2)
+    m.mix = w
+    mixed = base(x) + 4.0 * (0.25 * x @ (m.lora_B["a"] @ m.lora_A["a"]).T + 0.75 * x @ (m.lora_B["b"] @ m.lora_A["b"]).T)
+    assert torch.allclose(m(x), mixed, atol=1e-5)
+
+
+def test_encoder_without_adapter_is_the_backbone_and_with_adapter_the_merged_model():
+    enc = tiny_encoder()
+    b = batch()
+    ids, mask = b["input_ids"].flatten(0, 1), b["attention_mask"].flatten(0, 1)
+    ref = tiny_backbone()(input_ids=ids, attention_mask=mask).last_hidden_state
+    keep = mask.bool()
+    assert torch.allclose(enc.encode(ids, mask, adapter=None)[keep], ref[keep], atol=1e-5)
+    merged = tiny_backbone()
+    with torch.no_grad():
+        for layer, lora in zip(merged.encoder.layer, enc.lora_layers):
+            for name, m in zip(("query", "value"), lora):
+                lin = getattr(layer.attention.self, name)
+                lin.weight += m.scale * m.lora_B["B"] @ m.lora_A["B"]
+    ref_b = merged(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(enc.encode(ids, mask, adapter="B")[keep], ref_b[keep], atol=1e-4)
+    assert not torch.allclose(ref_b[keep], ref[keep], atol=1e-3)
+
+
+def test_domain_state_round_trip_and_clear_error():
+    enc, other = tiny_encoder(seed=0), tiny_encoder(seed=0, randomize=False)
+    state = enc.domain_state("A")
+    assert any("heads.A" in k for k in state) and all(("A" in k) for k in state)
+    other.load_domain_state("A", state)
+    b = batch()
+    assert torch.allclose(SourceModel(enc, "A")(**b), SourceModel(other, "A")(**b), atol=1e-5)
+    with pytest.raises(KeyError, match="adapter 'B'"):
+        other.load_domain_state("B", state)
+
+
+# ---------------------------------------------------------------------------------------- Eq. 5
+def refine_loop(h, z, beta, gamma):
+    """Eq. 5 as written: for every domain m, a sum over the other domains m'."""
+    n = h.shape[-2]
+    zz = z.reshape(*z.shape[:-1], n, 2, n - 1)
+    out = []
+    for m in range(n):
+        acc = h[..., m, :].clone()
+        for j, mp in enumerate([k for k in range(n) if k != m]):
+            acc = acc + beta * zz[..., m, 0, j:j + 1] * h[..., mp, :]
+            acc = acc + gamma * zz[..., m, 1, j:j + 1] * (h[..., m, :] - h[..., mp, :])
+        out.append(acc)
+    return torch.stack(out, dim=-2)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_refine_matches_eq5_loop(n):
+    torch.manual_seed(n)
+    h, z = torch.randn(3, 5, n, 7), torch.randn(3, 5, 2 * n * (n - 1))
+    assert torch.allclose(refine(h, z, 0.5, 0.4), refine_loop(h, z, 0.5, 0.4), atol=1e-5)
+    assert others_index(3).tolist() == [[1, 2], [0, 2], [0, 1]]
+
+
+def test_w_concat_shape_and_paper_parameter_ratio():
+    enc = tiny_encoder(layers=3)
+    for n, sources in ((2, ["A", "B"]), (3, DOMAINS)):
+        x = XCross(enc, sources, n_layers=2)
+        assert x.w_concat[0].weight.shape == (2 * n * (n - 1), n * 16)
+        assert x.integrator_params() == 2 * 2 * n * (n - 1) * n * 16
+    # footnote 3: n = 2, d = 768 -> 4 x 2 x 768 per layer against LoRA's 2 x 16 x 768: 25%
+    assert (4 * 2 * 768) / (2 * 16 * 768) == 0.25
+
+
+def _independent(enc, sources, weights, head, b):
+    ids, mask = b["input_ids"].flatten(0, 1), b["attention_mask"].flatten(0, 1)
+    h = sum(w * enc.encode(ids, mask, adapter=s) for w, s in zip(weights, sources))
+    return head(h).view(b["input_ids"].shape[:2])
+
+
+@pytest.mark.parametrize("beta,gamma", [(0.0, 0.0), (0.5, 0.4)])
+def test_xcross_without_integration_is_the_weighted_sum_of_independent_sources(beta, gamma):
+    enc = tiny_encoder()
+    x = XCross(enc, ["A", "C"], n_layers=2, beta=beta, gamma=gamma).eval()
+    with torch.no_grad():
+        x.w_final.copy_(torch.tensor([0.3, 0.9]))
+    b = batch()
+    # W_concat starts at zero (z = 0), so nothing is mixed yet, whatever beta and gamma are
+    assert torch.allclose(x(**b), _independent(enc, ["A", "C"], [0.3, 0.9], x.head, b), atol=1e-5)
+
+
+def test_xcross_integrates_layer_by_layer():
+    enc = tiny_encoder()
+    b = batch()
+    ids, mask = b["input_ids"].flatten(0, 1), b["attention_mask"].flatten(0, 1)
+    x = XCross(enc, ["A", "B"], n_layers=2).eval()
+    with torch.no_grad():
+        for lin in x.w_concat:
+            lin.weight.normal_(std=0.1)
+    # the oracle: run both sources layer by layer and apply Eq. 4-5 after each of the top 2 layers
+    h, m = enc.embed(ids, mask)
+    hs = [h, h]
+    for layer in range(3):
+        hs = [enc.run_layer(layer, hh, m, s) for hh, s in zip(hs, ["A", "B"])]
+        if layer >= 1:
+            cat = torch.cat(hs, dim=-1)
+            z = cat @ x.w_concat[layer - 1].weight.T
+            hs = list(refine_loop(torch.stack(hs, -2), z, 0.5, 0.4).unbind(-2))
+    expected = x.head(0.5 * hs[0] + 0.5 * hs[1]).view(2, 3)
+    assert torch.allclose(x(**b), expected, atol=1e-5)
+    assert not torch.allclose(expected, _independent(enc, ["A", "B"], [0.5, 0.5], x.head, b), atol=1e-4)
+
+
+def test_xcross_trains_only_integrator_weights_and_head():
+    enc = tiny_encoder()
+    x = XCross(enc, ["A", "B"], n_layers=2)
+    trainable = {n for n, p in x.named_parameters() if p.requires_grad}
+    assert trainable == {"w_concat.0.weight", "w_concat.1.weight", "w_final"} | {
+        f"head.{k}" for k in ("pooler.weight", "pooler.bias", "scorer.weight", "scorer.bias")}
+    choice_loss(x, batch()).backward()
+    assert x.w_concat[0].weight.grad.abs().sum() > 0  # zero-initialised, yet it learns
+    off = XCross(tiny_encoder(), ["A", "B"], n_layers=2, beta=0.0, gamma=0.0)
+    choice_loss(off, batch()).backward()
+    assert off.w_concat[0].weight.grad.abs().sum() == 0  # "-Layers": the integrator is cut off
+    with pytest.raises(KeyError):
+        XCross(enc, ["A", "Z"], n_layers=1)
+    with pytest.raises(ValueError):
+        XCross(enc, ["A"], n_layers=1)
+
+
+# ---------------------------------------------------------------------------------------- baselines
+@pytest.mark.parametrize("kind", ["meteora", "xlora"])
+def test_mixture_with_a_saturated_gate_is_that_source(kind):
+    enc = tiny_encoder()
+    mix = AdapterMixture(enc, ["A", "B"], kind).eval()
+    with torch.no_grad():
+        gates = mix.gates if kind == "meteora" else [mix.classifier]
+        for g in gates:
+            g.weight.zero_()
+            g.bias.copy_(torch.tensor([30.0, -30.0]).repeat(g.bias.numel() // 2))
+    b = batch()
+    single = SourceModel(enc, "A", adapter="A")
+    ids, mask = b["input_ids"].flatten(0, 1), b["attention_mask"].flatten(0, 1)
+    expected = mix.head(enc.encode(ids, mask, adapter="A")).view(2, 3)
+    assert torch.allclose(mix(**b), expected, atol=1e-4)
+    assert all(m.mix is None and m.__dict__["gate"] is None for layer in enc.lora_layers for m in layer)
+    assert single(**b).shape == (2, 3)
+
+
+def test_pooler_scorer_trains_only_a_copy_of_the_head():
+    enc = tiny_encoder()
+    ps = PoolerScorer(enc, "B")
+    assert {n for n, p in ps.named_parameters() if p.requires_grad} == {
+        "head.pooler.weight", "head.pooler.bias", "head.scorer.weight", "head.scorer.bias"}
+    assert torch.allclose(ps(**batch()), SourceModel(enc, "B")(**batch()), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- loss, ranks
+def test_choice_loss_and_ranks_by_hand():
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 1.0, 0.0]])
+
+    loss = choice_loss(Fixed(), {"input_ids": None, "attention_mask": None})
+    by_hand = np.mean([-math.log(math.exp(2) / (math.exp(2) + math.exp(1) + 1)),
+                       -math.log(1 / (1 + math.exp(1) + math.exp(3))),
+                       -math.log(math.exp(1) / (2 * math.exp(1) + 1))])
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    s = Fixed()(None, None).numpy()
+    ranks = np.array([0, 2, 1])  # the tie in row 3 counts against the target
+    m = summarize(ranks)
+    assert m["hit@1"] == pytest.approx(1 / 3) and m["hit@3"] == 1.0
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+    assert sampled_ranking(s, ks=(1, 3, 10))["mrr@10"] == pytest.approx(m["mrr@10"])
+
+
+def test_deberta_encoder_runs_layer_by_layer_like_hugging_face():
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    from xdrec.xcross.deberta import DebertaLoRAEncoder
+
+    def make():
+        torch.manual_seed(0)
+        cfg = DebertaV2Config(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                              intermediate_size=32, max_position_embeddings=64, relative_attention=True,
+                              position_buckets=8, pos_att_type=["p2c", "c2p"], max_relative_positions=16,
+                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, type_vocab_size=0)
+        return DebertaV2Model(cfg).eval()
+
+    enc = DebertaLoRAEncoder(make(), ["A", "B"], r=2, alpha=4, dropout=0.0,
+                             target_modules=("query_proj", "value_proj")).eval()
+    b = batch()
+    ids, mask = b["input_ids"].flatten(0, 1), b["attention_mask"].flatten(0, 1)
+    keep = mask.bool()
+    ref = make()(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(enc.encode(ids, mask, adapter="A")[keep], ref[keep], atol=1e-5)  # B = 0: no change yet
+    with torch.no_grad():
+        for layer in enc.lora_layers:
+            for m in layer:
+                m.lora_B["A"].normal_(std=0.5)
+    assert not torch.allclose(enc.encode(ids, mask, adapter="A")[keep], ref[keep], atol=1e-3)
+    x = XCross(enc, ["A", "B"], n_layers=2)
+    assert x(**b).shape == (2, 3)
+
+
+def test_parameter_counts_match_the_models():
+    from xdrec.xcross.report import parameter_counts
+
+    enc = tiny_encoder(layers=3)
+    counts = parameter_counts(16, 3, r=2, lora_modules=2, n_sources=2, integrated_layers=2)
+    assert counts["lora"] == sum(p.numel() for p in enc.adapter_parameters("A"))
+    assert counts["head"] == sum(p.numel() for p in enc.heads["A"].parameters())
+    x = XCross(enc, ["A", "B"], n_layers=2)
+    assert counts["xcross_w_concat"] == x.integrator_params()
+    assert sum(p.numel() for p in x.parameters() if p.requires_grad) == (
+        counts["xcross_w_concat"] + counts["xcross_w_final"] + counts["head"])
+
+
+def test_paired_p_aligns_rows_by_user():
+    from xdrec.xcross.report import paired_p
+
+    a = {"extra": {"rows": {"user": [1, 2, 3, 4], "rank": [0, 0, 5, 0]}}}
+    b = {"extra": {"rows": {"user": [4, 3, 2, 1], "rank": [3, 5, 1, 0]}}}
+    diff, p = paired_p(a, b, "hit@1")
+    assert diff == pytest.approx(0.5)  # users 2 and 4: hit for a, miss for b
+    from scipy import stats
+    assert p == pytest.approx(stats.ttest_rel([1, 1, 0, 1], [1, 0, 0, 0]).pvalue)
+
+
+def test_mean_pooling_ignores_padding():
+    from xdrec.xcross import ChoiceHead
+
+    head = ChoiceHead(4, pooling="mean")
+    h = torch.tensor([[[1.0, 2, 3, 4], [3, 2, 1, 0], [100, 100, 100, 100]]])
+    assert torch.allclose(head.pool(h, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 2, 2, 2]]))
+    with pytest.raises(ValueError):
+        ChoiceHead(4, pooling="max")
+
+
+@pytest.mark.realdata
+def test_ci_profile_pipeline_on_real_data(tmp_path, monkeypatch):
+    """Sources, zero-shot evaluation, source selection and X-Cross end to end (tiny model, real Tools data)."""
+    from xdrec import data
+    from xdrec.xcross import experiment as xp
+
+    try:
+        data.find_dataset("amazon18-xcross")
+    except data.DatasetNotFoundError:
+        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")
+    for var in ("XDREC_RESULTS", "XDREC_CHECKPOINTS"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setenv("XDREC_TORCH_THREADS", "1")
+    recs = xp.run_table2(["Tools"], profile="ci", models=("sasrec", "xcross"))
+    by_name = {r["name"]: r for r in recs}
+    x = by_name["xcross__xcross__Tools__seed0"]
+    sources = x["config"]["sources"]
+    assert len(sources) == 2 and "Tools" not in sources
+    ranks = np.asarray(x["extra"]["rows"]["rank"])
+    assert len(ranks) == 12 and ranks.min() >= 0 and ranks.max() <= 29
+    users = by_name["xcross__lora__Tools__seed0"]["extra"]["rows"]["user"]
+    assert users == x["extra"]["rows"]["user"] == by_name["xcross__sasrec__Tools__seed0"]["extra"]["rows"]["user"]
+    assert x["metrics"]["hit@1"] == pytest.approx(np.mean(ranks == 0))
+    again = xp.run_target_model("xcross", "Tools", profile="ci")  # read back, not retrained
+    assert again["provenance"]["written_at"] == x["provenance"]["written_at"]
