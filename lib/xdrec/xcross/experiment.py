@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..io import load_safetensors, read_json, save_safetensors, sha256_text, write_json
-from ..metrics import metrics_from_ranks
+from ..metrics import metrics_from_ranks, sampled_ranking
 from ..paths import checkpoint_dir, results_dir
 from ..profiles import get_profile
 from ..results import code_fingerprint, load_if_current, save_result
@@ -146,7 +146,7 @@ def choice_ranks(model: torch.nn.Module, tokenizer, data: DomainData, rows: Choi
     try:
         for batch in progress(loader, desc=desc, leave=False):
             s = model(**batch).float()
-            out.append(((s[:, 1:] > s[:, :1]).sum(1) + (s[:, 1:] == s[:, :1]).sum(1)).cpu().numpy())
+            out.append(sampled_ranking(s.cpu().numpy(), KS, per_row=True)["rank"])
     finally:
         model.train(was)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
@@ -409,7 +409,7 @@ def run_id_baseline(model: str, target: str, *, profile: str = "book", data_root
     rows = data.test
     scores = net.score_all([h.tolist() for h in rows.histories]).cpu().numpy()
     s = np.take_along_axis(scores, rows.candidates, axis=1)
-    ranks = (s[:, 1:] > s[:, :1]).sum(1) + (s[:, 1:] == s[:, :1]).sum(1)
+    ranks = sampled_ranking(s, KS, per_row=True)["rank"]
     save_result(name, summarize(ranks), profile=profile, dataset="amazon18-xcross", split=f"user 3:1:1 ({target})",
                 seed=seed, wall_time_s=time.perf_counter() - t0, trainable_params=result.trainable_params,
                 config=config, code_fingerprint=fp,
