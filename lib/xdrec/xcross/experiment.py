@@ -16,7 +16,9 @@ Stages (each skips itself when its result or checkpoint is current; see :func:`r
 Every model is tested on the same choice rows (same users, same 29 negatives), and each result
 stores its per-row ranks, so any two rows of Table 2 can be compared with a paired t-test.
 
-Command line: ``python -m xdrec.xcross.experiment table2 --profile book [--targets Tools Sports]``.
+Command line: ``python -m xdrec.xcross.experiment table2 --profile book [--targets Tools Sports]``
+(``all``: every study for each target in turn). Models run on ``$XDREC_DEVICE``, else on the GPU
+when there is one (:func:`run_device`).
 """
 from __future__ import annotations
 
@@ -130,6 +132,16 @@ def new_encoder(profile: str) -> tuple[DomainLoRAEncoder, Any]:
     return enc, tokenizer
 
 
+def run_device() -> torch.device:
+    """Where the models run: ``$XDREC_DEVICE``, else CUDA when there is a GPU, else the CPU.
+
+    Training goes through Accelerate with the same choice (:func:`train_choices`). The profile
+    fixes what is computed; the device only changes the last digits (as the thread count does).
+    """
+    name = os.environ.get("XDREC_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 # ====================================================================== evaluation
 @torch.no_grad()
 def choice_ranks(model: torch.nn.Module, tokenizer, data: DomainData, rows: ChoiceRows, profile: str,
@@ -142,10 +154,11 @@ def choice_ranks(model: torch.nn.Module, tokenizer, data: DomainData, rows: Choi
                            max_history=cfg["max_history"], max_length=cfg["max_length"])
     from ..progress import progress
 
+    device = next(model.parameters()).device
     out = []
     try:
         for batch in progress(loader, desc=desc, leave=False):
-            s = model(**batch).float()
+            s = model(**{k: v.to(device) for k, v in batch.items()}).float()
             out.append(sampled_ranking(s.cpu().numpy(), KS, per_row=True)["rank"])
     finally:
         model.train(was)
@@ -170,7 +183,8 @@ def train_choices(model, tokenizer, data: DomainData, rows: ChoiceRows, profile:
     t = cfg["train"]
     config = TrainConfig(epochs=t["epochs"], lr=lr or t["lr"], weight_decay=t["weight_decay"],
                          batch_size=t["batch_size"], patience=t["patience"], seed=seed, checkpoint_dir=ckpt,
-                         checkpoint_trainable_only=True, schedule="constant", grad_clip=1.0)
+                         checkpoint_trainable_only=True, schedule="constant", grad_clip=1.0,
+                         cpu=run_device().type == "cpu")
     loader = choice_loader(tokenizer, data.titles, rows, t["batch_size"], shuffle=True, seed=seed,
                            max_history=cfg["max_history"], max_length=cfg["max_length"])
     return fit(model, loader, None, config, loss_fn=choice_loss)
@@ -278,7 +292,8 @@ def evaluate_source(source: str, target: str, *, part: str = "test", profile: st
     enc.load_domain_state(source, load_safetensors(path))
     data = domain_data(profile, target, data_root)
     rows = getattr(data, part)
-    ranks = choice_ranks(SourceModel(enc, source), tok, data, rows, profile, desc=f"{source} on {target} ({part})")
+    ranks = choice_ranks(SourceModel(enc, source).to(run_device()), tok, data, rows, profile,
+                         desc=f"{source} on {target} ({part})")
     params = sum(v.numel() for v in enc.domain_state(source).values())
     return _save(name, ranks, rows, profile, target, seed, time.perf_counter() - t0, params, config)
 
@@ -293,6 +308,12 @@ def select_sources(target: str, *, profile: str = "book", data_root=None) -> lis
         m = evaluate_source(s, target, part="valid", profile=profile, data_root=data_root)["metrics"]
         scored.append((-m["hit@1"], -m["mrr@10"], s))
     return [s for *_, s in sorted(scored)][: cfg["xcross"]["n_sources"]]
+
+
+def training_subset(rows: ChoiceRows, size: int, subset: int, seed: int) -> ChoiceRows:
+    """Random subset number ``subset`` of ``size`` training rows (Figure 3), seeded by (seed, size, subset)."""
+    rng = np.random.default_rng([seed, size, subset])
+    return rows.subset(np.sort(rng.choice(len(rows), size=min(size, len(rows)), replace=False)))
 
 
 TARGET_MODELS = ("xcross", "xcross-no-layers", "xcross-no-interactions", "xcross-no-experts", "pooler-scorer",
@@ -344,10 +365,7 @@ def run_target_model(model: str, target: str, *, profile: str = "book", n_layers
     enc, tok = new_encoder(profile)
     load_sources(enc, sources, profile, data_root)
     data = domain_data(profile, target, data_root)
-    rows = data.train
-    if train_size is not None:
-        rng = np.random.default_rng([seed, train_size, subset])
-        rows = rows.subset(np.sort(rng.choice(len(rows), size=min(train_size, len(rows)), replace=False)))
+    rows = data.train if train_size is None else training_subset(data.train, train_size, subset, seed)
     lr = cfg["mixture_lr"] if model in ("xlora", "meteora") else None
     torch.manual_seed(seed)
     if model.startswith("xcross"):
@@ -449,7 +467,9 @@ def run_ablations(targets: Sequence[str] | None = None, *, profile: str = "book"
 def run_layers(targets: Sequence[str] | None = None, *, profile: str = "book", data_root=None,
                force: bool = False) -> list[dict]:
     cfg = get_profile(profile)["xcross"]
-    return [run_target_model("xcross", t, profile=profile, n_layers=k, data_root=data_root, force=force)
+    default = cfg["xcross"]["n_layers"]  # that point of the curve is the main X-Cross run
+    return [run_target_model("xcross", t, profile=profile, n_layers=None if k == default else k,
+                             data_root=data_root, force=force)
             for t in (targets or cfg["domains"]) for k in cfg["layers_study"]]
 
 
@@ -462,7 +482,19 @@ def run_limited(targets: Sequence[str] | None = None, *, profile: str = "book", 
             for m in ("xcross", "lora")]
 
 
-STUDIES = {"table2": run_table2, "ablations": run_ablations, "layers": run_layers, "limited": run_limited}
+def run_all(targets: Sequence[str] | None = None, *, profile: str = "book", data_root=None, force: bool = False,
+            models: Sequence[str] | None = None) -> list[dict]:
+    """Table 2, Table 4, the limited-data curve and the layer study, one target after the other."""
+    kw = {"profile": profile, "data_root": data_root, "force": force}
+    out = []
+    for t in targets or get_profile(profile)["xcross"]["domains"]:
+        out += run_table2([t], **kw, **({"models": models} if models else {}))
+        out += run_ablations([t], **kw) + run_limited([t], **kw) + run_layers([t], **kw)
+    return out
+
+
+STUDIES = {"table2": run_table2, "ablations": run_ablations, "layers": run_layers, "limited": run_limited,
+           "all": run_all}
 
 
 def main(argv=None) -> None:
@@ -470,7 +502,7 @@ def main(argv=None) -> None:
     ap.add_argument("study", choices=sorted(STUDIES) + ["sources"])
     ap.add_argument("--profile", default="book")
     ap.add_argument("--targets", nargs="*", default=None)
-    ap.add_argument("--models", nargs="*", default=None, help="table2 only: which target models to run")
+    ap.add_argument("--models", nargs="*", default=None, help="table2 and all: which Table 2 models to run")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--force", action="store_true", help="recompute instead of reading finished results back")
     args = ap.parse_args(argv)
@@ -478,7 +510,7 @@ def main(argv=None) -> None:
         for d in args.targets or get_profile(args.profile)["xcross"]["domains"]:
             print(d, train_source(d, profile=args.profile, data_root=args.data_root, force=args.force))
         return
-    kwargs = {"models": args.models} if (args.study == "table2" and args.models) else {}
+    kwargs = {"models": args.models} if (args.study in ("table2", "all") and args.models) else {}
     for rec in STUDIES[args.study](args.targets, profile=args.profile, data_root=args.data_root, force=args.force,
                                    **kwargs):
         m = rec["metrics"]
