@@ -360,3 +360,77 @@ def test_ci_profile_pipeline_on_real_data(tmp_path, monkeypatch):
     assert x["metrics"]["hit@1"] == pytest.approx(np.mean(ranks == 0))
     again = xp.run_target_model("xcross", "Tools", profile="ci")  # read back, not retrained
     assert again["provenance"]["written_at"] == x["provenance"]["written_at"]
+
+
+def _record(users, ranks, hit1=None):
+    ranks = np.asarray(ranks)
+    return {"metrics": {"hit@1": float(np.mean(ranks == 0)) if hit1 is None else hit1},
+            "extra": {"rows": {"user": list(users), "rank": ranks.tolist()}}}
+
+
+def test_limited_summary_follows_table_3_definitions():
+    from scipy import stats
+
+    from xdrec.xcross.report import limited_summary
+
+    users = list(range(8))
+    # size 50: X-Cross hits users 0-5 in subset 0 and 0-3 in subset 1; LoRA hits user 0 in both
+    x50 = [_record(users, [0] * 6 + [5] * 2), _record(users, [0] * 4 + [5] * 4)]
+    l50 = [_record(users, [0] + [3] * 7), _record(users, [0] + [3] * 7)]
+    # size 100: both hit users 0-3 in both subsets (no difference)
+    x100 = [_record(users, [0] * 4 + [1] * 4)] * 2
+    l100 = [_record(users, [0] * 4 + [2] * 4)] * 2
+    curve, t3 = limited_summary({("xcross", 50): x50, ("lora", 50): l50, ("xcross", 100): x100,
+                                 ("lora", 100): l100}, reference=0.3)
+    assert curve.loc[50, "xcross_mean"] == pytest.approx(0.625)  # (6/8 + 4/8) / 2
+    assert curve.loc[50, "xcross_std"] == pytest.approx(np.std([0.75, 0.5], ddof=1))
+    assert curve.loc[50, "lora_mean"] == pytest.approx(0.125)
+    # per user, averaged over subsets: X-Cross 1,1,1,1,.5,.5,0,0; LoRA 1,0,...,0
+    d = np.array([0, 1, 1, 1, .5, .5, 0, 0])
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    assert curve.loc[50, "diff"] == pytest.approx(d.mean())
+    assert curve.loc[50, "p"] == pytest.approx(2 * stats.t.sf(abs(t), len(d) - 1))
+    assert curve.loc[100, "p"] == 1.0 and curve.loc[100, "diff"] == 0
+    # X-Cross exceeds the reference (.3) at 50, LoRA (.125, then .5) at 100: gap (100 - 50) / 100
+    assert t3["xcross_exceeds_reference_at"] == 50 and t3["lora_exceeds_reference_at"] == 100
+    assert t3["gap_%"] == 50.0
+    assert t3["significant_below_M"] == (50 if curve.loc[50, "p"] < 0.05 else None)
+
+
+def test_convergence_regression_recovers_a_linear_law_and_matches_normal_equations():
+    from xdrec.xcross.report import convergence_regression
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(30, 5, 12), rng.normal(8, 2, 12)
+    exact = pd.DataFrame({"prompt_length": a, "prompt_diversity": b, "hit@1": 1 + 2 * a - 3 * b})
+    fit = convergence_regression(exact)
+    assert fit["r2"] == pytest.approx(1.0)
+    assert fit["coef"]["prompt_length"] == pytest.approx(2) and fit["coef"]["prompt_diversity"] == pytest.approx(-3)
+    sy = exact["hit@1"].std()
+    assert fit["coef_standardised"]["prompt_length"] == pytest.approx(2 * a.std(ddof=1) / sy)
+    noisy = exact.assign(**{"hit@1": exact["hit@1"] + rng.normal(0, 3, 12)})
+    A = np.column_stack([np.ones(12), a, b])
+    beta = np.linalg.solve(A.T @ A, A.T @ noisy["hit@1"].to_numpy())  # normal equations
+    res = noisy["hit@1"] - A @ beta
+    fit = convergence_regression(noisy)
+    assert [fit["intercept"], *fit["coef"].values()] == pytest.approx(beta)
+    assert fit["r2"] == pytest.approx(1 - (res ** 2).sum() / ((noisy["hit@1"] - noisy["hit@1"].mean()) ** 2).sum())
+    with pytest.raises(ValueError, match="cannot fit"):
+        convergence_regression(exact.head(3))
+
+
+def test_prompt_features_count_the_positive_prompt_as_the_model_reads_it():
+    from xdrec.xcross.report import prompt_features
+
+    class Words:  # a whitespace tokenizer
+        def __call__(self, texts):
+            return {"input_ids": [t.split() for t in texts]}
+
+    titles = ["a b", "c", "d e f"]
+    rows = ChoiceRows(users=np.array([0, 1]), histories=[np.array([0, 1, 2]), np.array([1])],
+                      candidates=np.array([[2, 0], [0, 1]]))
+    # "History: 1: c. 2: d e f. Candidate: d e f" (max_history 2) -> 11 words; "History: 1: c. Candidate: a b" -> 6
+    f = prompt_features(titles, rows, Words(), max_history=2)
+    assert f["prompt_length"] == pytest.approx(8.5)
+    assert f["prompt_diversity"] == pytest.approx(np.std([11, 6], ddof=1))
+    assert prompt_features(titles, rows, Words(), max_history=2, max_length=7)["prompt_length"] == pytest.approx(6.5)

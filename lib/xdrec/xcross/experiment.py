@@ -475,11 +475,24 @@ def run_layers(targets: Sequence[str] | None = None, *, profile: str = "book", d
 
 def run_limited(targets: Sequence[str] | None = None, *, profile: str = "book", data_root=None,
                 force: bool = False) -> list[dict]:
+    """X-Cross and a new LoRA on random training subsets (Figure 3).
+
+    A size that is not below the training pool makes every subset the whole training set: that
+    point is the main X-Cross run and the target's own LoRA (the same rows in the same order).
+    """
     cfg = get_profile(profile)["xcross"]
     lim = cfg["limited"]
-    return [run_target_model(m, t, profile=profile, train_size=n, subset=j, data_root=data_root, force=force)
-            for t in (targets or cfg["domains"]) for n in lim["sizes"] for j in range(lim["subsets"])
-            for m in ("xcross", "lora")]
+    kw = {"profile": profile, "data_root": data_root, "force": force}
+    out = []
+    for t in targets or cfg["domains"]:
+        pool = len(domain_data(profile, t, data_root).train)
+        for n in lim["sizes"]:
+            if n >= pool:
+                out += [run_target_model("xcross", t, **kw), evaluate_source(t, t, **kw)]
+                continue
+            out += [run_target_model(m, t, train_size=n, subset=j, **kw)
+                    for j in range(lim["subsets"]) for m in ("xcross", "lora")]
+    return out
 
 
 def run_all(targets: Sequence[str] | None = None, *, profile: str = "book", data_root=None, force: bool = False,

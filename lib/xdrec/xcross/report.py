@@ -96,3 +96,89 @@ def parameter_counts(hidden: int, layers: int, *, r: int, lora_modules: int, n_s
             "xcross_w_concat": integrated_layers * 2 * n * (n - 1) * n * hidden,
             "xcross_w_final": n,
             "head": hidden * hidden + hidden + hidden + 1}
+
+
+# ====================================================================== limited data (Figure 3, Table 3)
+def per_user_mean(records: Sequence[Mapping], metric: str = "hit@1") -> pd.Series:
+    """``metric`` per test user, averaged over several runs (the random training subsets of one size)."""
+    return pd.concat([per_row(r, metric) for r in records], axis=1).mean(axis=1)
+
+
+def limited_summary(runs: Mapping[tuple[str, int], Sequence[Mapping]], reference: float, *,
+                    metric: str = "hit@1", alpha: float = 0.05) -> tuple[pd.DataFrame, dict]:
+    """Figure 3's points and Table 3's row for one target.
+
+    Args:
+        runs: ``(model, size) -> results of that model's runs on the size's random subsets``, for
+            ``model`` in ``"xcross"`` and ``"lora"`` (subset ``j`` of both models holds the same rows).
+        reference: the target's reference ``metric``: the best source model zero-shot on its test rows.
+    Returns:
+        (one row per size: mean and std over subsets of both models, X-Cross minus LoRA per user
+        averaged over subsets, and its paired t-test p over users;
+        Table 3's columns: the largest size at which X-Cross is significantly better than LoRA, the
+        smallest sizes at which each model's mean exceeds the reference, and the gap in %).
+    """
+    sizes = sorted({n for _, n in runs})
+    rows = []
+    for n in sizes:
+        x, lo = runs.get(("xcross", n), []), runs.get(("lora", n), [])
+        row = {"size": n, "subsets": len(x)}
+        for name, recs in (("xcross", x), ("lora", lo)):
+            vals = [r["metrics"][metric] for r in recs]
+            row[f"{name}_mean"] = float(np.mean(vals)) if vals else np.nan
+            row[f"{name}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else np.nan
+        if x and lo:
+            a, b = per_user_mean(x, metric), per_user_mean(lo, metric)
+            common = a.index.intersection(b.index)
+            t = paired_ttest(a.loc[common].to_numpy(), b.loc[common].to_numpy())
+            row["diff"], row["p"] = float((a.loc[common] - b.loc[common]).mean()), t.p
+        rows.append(row)
+    curve = pd.DataFrame(rows).set_index("size")
+
+    def first_above(col):
+        above = curve.index[curve[col] > reference]
+        return int(above[0]) if len(above) else None
+
+    significant = curve.index[(curve["diff"] > 0) & (curve["p"] < alpha)] if "p" in curve else []
+    x_at, l_at = first_above("xcross_mean"), first_above("lora_mean")
+    table3 = {"significant_below_M": int(significant.max()) if len(significant) else None,
+              "xcross_exceeds_reference_at": x_at, "lora_exceeds_reference_at": l_at,
+              "gap_%": round(100 * (l_at - x_at) / l_at, 1) if (x_at and l_at) else None,
+              "reference": reference}
+    return curve, table3
+
+
+# ====================================================================== convergence (Sec. 4.6)
+def prompt_features(titles: Sequence[str], rows, tokenizer, *, max_history: int, max_length: int = 512) -> dict:
+    """Prompt length (mean number of tokens) and prompt diversity (their standard deviation).
+
+    Measured on each row's prompt with its true item as the candidate, as the model reads it
+    (the last ``max_history`` history items, at most ``max_length`` tokens).
+    """
+    from .prompts import prompt_text
+
+    texts = [prompt_text([titles[j] for j in h[-max_history:]], titles[c[0]])
+             for h, c in zip(rows.histories, rows.candidates)]
+    lengths = np.array([min(len(ids), max_length) for ids in tokenizer(texts)["input_ids"]], dtype=float)
+    return {"prompt_length": float(lengths.mean()), "prompt_diversity": float(lengths.std(ddof=1))}
+
+
+def convergence_regression(frame: pd.DataFrame, y: str = "hit@1",
+                           x: Sequence[str] = ("prompt_length", "prompt_diversity")) -> dict:
+    """Ordinary least squares of ``y`` on the columns ``x`` (with an intercept), as in Sec. 4.6.
+
+    Returns R^2, the raw coefficients, and the standardised ones (x and y in standard deviations),
+    which do not depend on the units of length.
+    """
+    X = frame[list(x)].to_numpy(dtype=float)
+    Y = frame[y].to_numpy(dtype=float)
+    if len(Y) <= len(x) + 1:
+        raise ValueError(f"{len(Y)} points cannot fit {len(x)} coefficients and an intercept")
+    A = np.column_stack([np.ones(len(Y)), X])
+    coef, *_ = np.linalg.lstsq(A, Y, rcond=None)
+    resid = Y - A @ coef
+    ss_tot = float(((Y - Y.mean()) ** 2).sum())
+    r2 = 1 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+    scale = X.std(axis=0, ddof=1) / Y.std(ddof=1) if ss_tot > 0 else np.full(len(x), np.nan)
+    return {"n": len(Y), "r2": r2, "intercept": float(coef[0]),
+            "coef": dict(zip(x, map(float, coef[1:]))), "coef_standardised": dict(zip(x, map(float, coef[1:] * scale)))}

@@ -1,0 +1,346 @@
+"""UTGRec tokenizer pieces against hand-worked maths: Eqs. 3-8 and 11."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xdrec.utgrec import (DiffusionLoss, MaskedImageDecoder, MaskedTextDecoder, TreeCodebooks, alignment_loss,
+                          inverse_prefix_residual, prefix_residual, unique_ids)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_prefix_residual_by_hand_and_its_inverse():
+    h = torch.tensor([[[1.0, 2.0], [4.0, 0.0], [4.0, 5.0]]])
+    assert torch.equal(prefix_residual(h), torch.tensor([[[1.0, 2.0], [3.0, -2.0], [0.0, 5.0]]]))
+    x = torch.randn(5, 4, 3)
+    assert torch.allclose(inverse_prefix_residual(prefix_residual(x)), x, atol=1e-6)
+
+
+def _tree(seed=0, **kw):
+    torch.manual_seed(seed)
+    q = TreeCodebooks(n_codes=3, dim=4, root_size=5, leaf_size=7, **kw)
+    with torch.no_grad():  # a non-identity W, so that C = E W matters
+        q.W_root.add_(0.3 * torch.randn(4, 4))
+        q.W_leaf.add_(0.3 * torch.randn(4, 4))
+    return q
+
+
+def test_tree_codebooks_match_a_brute_force_loop():
+    q = _tree(beta=0.25)
+    h = torch.randn(6, 3, 4, requires_grad=True)
+    out = q(h)
+    C_r = (q.E_root @ q.W_root).detach().numpy()
+    C_f = (q.E_leaf @ q.W_leaf).detach().numpy()
+    hn = h.detach().numpy()
+    loss_r, loss_f = 0.0, 0.0
+    for i in range(6):
+        inc = [hn[i, 0], hn[i, 1] - hn[i, 0], hn[i, 2] - hn[i, 1]]  # Eq. 3
+        content = np.zeros(4)
+        for level, x in enumerate(inc):
+            book = C_r if level == 0 else C_f
+            d = [float(((x - e) ** 2).sum()) for e in book]
+            c = int(np.argmin(d))
+            assert out.codes[i, level].item() == c  # Eq. 4
+            content = content + book[c]
+            assert np.allclose(out.content[i, level].detach().numpy(), content, atol=1e-5)  # Sec. 2.3.1
+            # sg[] changes gradients, not values: each term is (1 + beta) ||x - e_c||^2
+            if level == 0:
+                loss_r += 1.25 * d[c] / 6
+            else:
+                loss_f += 1.25 * d[c] / 6 / 2
+    assert out.loss.item() == pytest.approx(0.5 * (loss_r + loss_f), rel=1e-5)  # Eq. 5
+    inc_last = hn[:, 2] - hn[:, 1]
+    assert np.allclose(out.last_distances.numpy(), ((inc_last[:, None] - C_f[None]) ** 2).sum(-1), atol=1e-4)
+    assert torch.allclose(q.decode_codes(out.codes), out.content.detach(), atol=1e-6)
+
+
+def test_straight_through_and_stop_gradients():
+    q = _tree()
+    h = torch.randn(4, 3, 4, requires_grad=True)
+    out = q(h)
+    (g,) = torch.autograd.grad(out.content.sum(), h)
+    assert torch.allclose(g, torch.ones_like(h))  # d content / d h' = identity (straight-through)
+    # the codebook term moves only the codebooks, the commitment term only h' (beta ||h~ - sg[e]||^2)
+    q.zero_grad()
+    out = q(h)
+    g_h, g_Er, g_Wr = torch.autograd.grad(out.loss, [h, q.E_root, q.W_root])
+    inc = prefix_residual(h.detach())
+    e = out.increments.detach()
+    # commitment gradient by hand: beta * 2 (h~_l - e_l) / B, scaled by 1/2 (root) and 1/2 * 1/(L-1) (leaf),
+    # then pulled back through Eq. 3 (h~_l = h'_l - h'_(l-1))
+    w = torch.tensor([0.5, 0.25, 0.25]).view(1, 3, 1)
+    d_inc = 0.25 * 2 * (inc - e) / 4 * w
+    expect = d_inc.clone()
+    expect[:, :-1] -= d_inc[:, 1:]
+    assert torch.allclose(g_h, expect, atol=1e-6)
+    assert g_Er.abs().sum() > 0 and g_Wr.abs().sum() > 0
+
+
+def test_fine_tuning_freezes_E_and_trains_W():
+    q = _tree()
+    q.freeze_codebook_vectors()
+    out = q(torch.randn(8, 3, 4))
+    out.loss.backward()
+    assert q.E_root.grad is None and q.E_leaf.grad is None
+    assert q.W_root.grad is not None and q.W_leaf.grad is not None
+
+
+def test_without_tree_each_level_has_its_own_plain_codebook():
+    torch.manual_seed(0)
+    q = TreeCodebooks(n_codes=3, dim=2, root_size=4, leaf_size=8, tree=False)
+    assert q.sizes == [4, 4, 4]
+    h = torch.randn(5, 3, 2)
+    out = q(h)
+    for level in range(3):
+        d = torch.cdist(h[:, level], q.E_levels[level].detach())
+        assert torch.equal(out.codes[:, level], d.argmin(-1))  # its own representation, no prefix residual
+        assert torch.allclose(out.content[:, level], q.E_levels[level][out.codes[:, level]].detach())
+    with pytest.raises(ValueError, match="no projection"):
+        q.freeze_codebook_vectors()
+    with pytest.raises(ValueError, match="equal codebooks"):
+        TreeCodebooks(n_codes=3, root_size=256, leaf_size=511, tree=False)
+
+
+def test_kmeans_init_quantises_clustered_data_exactly():
+    torch.manual_seed(0)
+    base = torch.randn(3, 2) * 5
+    incs = torch.randn(4, 2) * 5
+    # items whose basic representation is one of 3 points and whose increments are one of 4 points
+    rows = []
+    for i in range(24):
+        b, a, c = base[i % 3], incs[i % 4], incs[(i // 4) % 4]
+        rows.append(torch.stack([b, b + a, b + a + c]))
+    h = torch.stack(rows)
+    q = TreeCodebooks(n_codes=3, dim=2, root_size=3, leaf_size=4)
+    q.init_kmeans(h)
+    out = q(h)
+    assert out.loss.item() == pytest.approx(0.0, abs=1e-8)
+    assert torch.allclose(out.content, h, atol=1e-5)
+    assert q.usage(out.codes) == [1.0, 1.0, 1.0]
+
+
+def test_unique_ids_move_the_farther_item_to_its_next_nearest_leaf_code():
+    codes = np.array([[0, 1, 2], [0, 1, 2], [1, 1, 2]])
+    dist = np.array([[9, 9, 1.0, 5, 2], [9, 9, 0.5, 3, 4], [9, 9, 0.0, 9, 9]])
+    ids = unique_ids(codes, dist)
+    # item 1 is nearer its code (0.5 < 1.0) and keeps it; item 0 moves to its next-nearest code, 4
+    assert ids.tolist() == [[0, 1, 4], [0, 1, 2], [1, 1, 2]]
+    assert ids.shape == codes.shape  # no extra code is appended
+
+
+def test_text_decoder_reads_only_codes_and_real_tokens():
+    torch.manual_seed(0)
+    dec = MaskedTextDecoder(4, vocab_size=11, n_codes=3, max_text_tokens=5, d_model=16, n_heads=2, d_ff=32)
+    content = torch.randn(2, 3, 4)
+    ids = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    logits = dec.logits(content, mask)
+    nll = -torch.log_softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    expect = (nll * mask).sum() / mask.sum()  # Eq. 8 averaged over the 8 real tokens
+    assert dec(content, ids, mask).item() == pytest.approx(expect.item(), rel=1e-6)
+    # padding tokens are invisible: changing a padded id changes nothing
+    ids2 = ids.clone()
+    ids2[0, 4] = 9
+    assert dec(content, ids2, mask).item() == pytest.approx(expect.item(), rel=1e-6)
+    # the prediction depends on the codes: every text token is masked, so they are its only input
+    assert not torch.allclose(dec.logits(content + 1, mask), logits)
+    with pytest.raises(ValueError, match="longer"):
+        dec.logits(content, torch.ones(2, 6))
+
+
+def test_text_decoder_learns_to_reconstruct_from_codes():
+    torch.manual_seed(0)
+    dec = MaskedTextDecoder(4, vocab_size=8, n_codes=2, max_text_tokens=3, d_model=16, n_heads=2, d_ff=32)
+    content = torch.randn(4, 2, 4)
+    ids = torch.randint(8, (4, 3))
+    mask = torch.ones(4, 3)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    first = dec(content, ids, mask).item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss = dec(content, ids, mask)
+        loss.backward()
+        opt.step()
+    assert first > 1.5 and loss.item() < 0.05
+
+
+def test_alignment_loss_is_infonce_per_level():
+    torch.manual_seed(0)
+    h, hp = torch.randn(3, 2, 4), torch.randn(3, 2, 4)
+    tau = 0.5
+    total = 0.0
+    for level in range(2):
+        for i in range(3):
+            sims = [float(torch.cosine_similarity(h[i, level], hp[j, level], dim=0)) / tau for j in range(3)]
+            total += -(sims[i] - math.log(sum(math.exp(s) for s in sims))) / 3
+    assert alignment_loss(h, hp, tau).item() == pytest.approx(total, rel=1e-5)
+    aligned = alignment_loss(h, h * 3.0, 0.05).item()  # positives parallel to their items
+    assert aligned < alignment_loss(h, hp, 0.05).item()
+
+
+def test_diffusion_loss_and_image_decoder_on_generated_tensors():
+    torch.manual_seed(0)
+    diff = DiffusionLoss(target_dim=3, cond_dim=5, hidden=16, steps=100)
+    ab = diff.alpha_bar
+    assert ab[0] > 0.99 and ab[-1] < 1e-3 and bool((ab[1:] <= ab[:-1]).all())  # cosine schedule, decreasing
+    # the loss is the MSE of the noise prediction at the drawn step, checked with the same draws
+    z, x = torch.randn(6, 5), torch.randn(6, 3)
+    g = torch.Generator().manual_seed(1)
+    loss = diff(z, x, generator=g)
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(100, (6,), generator=g)
+    eps = torch.randn(x.shape, generator=g)
+    a = ab[t].unsqueeze(-1)
+    expect = ((diff.predict_noise(a.sqrt() * x + (1 - a).sqrt() * eps, t, z) - eps) ** 2).mean()
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-6)
+    dec = MaskedImageDecoder(4, patch_dim=3, n_codes=3, n_patches=5, d_model=16, n_heads=2, d_ff=32,
+                             diffusion_hidden=16)
+    content, patches = torch.randn(2, 3, 4, requires_grad=True), torch.randn(2, 5, 3)
+    out = dec(content, patches, generator=torch.Generator().manual_seed(0))
+    out.backward()
+    assert torch.isfinite(out) and content.grad.abs().sum() > 0  # the codes condition the denoiser
+    with pytest.raises(ValueError, match="patches"):
+        dec(content, torch.randn(2, 4, 3))
+
+
+def test_bad_representations_are_refused_with_the_item():
+    q = _tree()
+    h = torch.randn(4, 3, 4)
+    h[2, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"items \[2\]"):
+        q(h)
+    with pytest.raises(ValueError, match="expected"):
+        q(torch.randn(4, 2, 4))
+
+
+def _encoder(lora=True, seed=0):
+    from xdrec.encoders.backbones import tiny_causal_lm
+    from xdrec.utgrec.encoder import ContentEncoder
+
+    lm = tiny_causal_lm(seed=seed)
+    cfg = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]} if lora else None
+    torch.manual_seed(seed)
+    return ContentEncoder(lm, n_codes=3, code_dim=6, mlp_hidden=16, lora=cfg)
+
+
+def test_content_encoder_reads_code_tokens_after_the_prompt_and_ignores_left_padding():
+    enc = _encoder()
+    short = torch.tensor([[5, 6, 7]])
+    long_ = torch.tensor([[9, 10, 11, 12, 13]])
+    h_alone, hp_alone = enc(short, torch.ones_like(short))
+    batch = torch.cat([torch.cat([torch.zeros(1, 2, dtype=torch.long), short], 1), long_])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    h, hp = enc(batch, mask)
+    assert h.shape == (2, 3, 32) and hp.shape == (2, 3, 6)
+    assert torch.allclose(h[0], h_alone[0], atol=1e-5) and torch.allclose(hp[0], hp_alone[0], atol=1e-5)
+    # oracle: the plain LM run on [prompt embeddings; code embeddings] (LoRA's B starts at zero)
+    from xdrec.encoders.backbones import tiny_causal_lm
+
+    ref = tiny_causal_lm(seed=0)
+    x = torch.cat([ref.get_input_embeddings()(long_), enc.code_embeddings.detach()[None]], 1)
+    expect = ref.model(inputs_embeds=x).last_hidden_state[:, -3:]
+    assert torch.allclose(h[1], expect[0], atol=1e-5)
+
+
+def test_content_encoder_trains_lora_code_embeddings_and_mlp_only():
+    enc = _encoder()
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith(("code_embeddings", "mlp.")) for n in trainable)
+    assert any("lora_" in n for n in trainable)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    h, hp = enc(ids, torch.ones_like(ids))
+    hp.sum().backward()
+    assert enc.code_embeddings.grad.abs().sum() > 0
+
+
+def test_item_prompt_is_the_papers_text_part():
+    from xdrec.utgrec.encoder import item_prompt
+
+    assert item_prompt("Red mug", 3) == ('The item\'s information includes: "Red mug". Compress the text '
+                                         "information into 3 tokens, representing content from coarse to fine granularity.")
+
+
+def _tokenizer(**over):
+    from xdrec.encoders.backbones import tiny_causal_lm
+    from xdrec.utgrec.tokenizer import UniversalItemTokenizer
+
+    s = {"n_codes": 3, "code_dim": 6, "root_size": 4, "leaf_size": 8, "beta": 0.25, "tree": True, "mlp_hidden": 16,
+         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+         "decoder": {"d_model": 16, "n_heads": 2, "d_ff": 32}, "max_text_tokens": 5,
+         "lambda": 200.0, "mu": 0.01, "eta": 0.03, "alpha": 3.0, "temperature": 0.07, **over}
+    torch.manual_seed(0)
+    return UniversalItemTokenizer(tiny_causal_lm(seed=0), 128, s)
+
+
+def _batch(image=False):
+    g = torch.Generator().manual_seed(0)
+    b = {"prompt_ids": torch.randint(1, 128, (4, 6), generator=g), "prompt_mask": torch.ones(4, 6, dtype=torch.long),
+         "text_ids": torch.randint(1, 128, (4, 5), generator=g), "text_mask": torch.ones(4, 5, dtype=torch.long),
+         "pos_prompt_ids": torch.randint(1, 128, (4, 6), generator=g), "pos_prompt_mask": torch.ones(4, 6, dtype=torch.long),
+         "pos_text_ids": torch.randint(1, 128, (4, 5), generator=g), "pos_text_mask": torch.ones(4, 5, dtype=torch.long)}
+    if image:
+        b["image"], b["pos_image"] = torch.randn(4, 2, 3, generator=g), torch.randn(4, 2, 3, generator=g)
+    return b
+
+
+def test_tokenizer_loss_is_eq_13():
+    tok = _tokenizer()
+    b = _batch()
+    out = tok(b)
+    h, hp, q = tok.encode(b["prompt_ids"], b["prompt_mask"])
+    h_pos, _ = tok.encoder(b["pos_prompt_ids"], b["pos_prompt_mask"])
+    raw = tok.text_decoder(q.content, b["text_ids"], b["text_mask"])
+    re = tok.text_decoder(q.content, b["pos_text_ids"], b["pos_text_mask"])
+    ali = alignment_loss(h, h_pos, 0.07)
+    expect = raw + 200 * q.loss + 0.01 * ali + 0.03 * re
+    assert out.total.item() == pytest.approx(expect.item(), rel=1e-5)
+    assert set(out.parts) == {"text", "code", "align", "co-reconstruction", "total"}
+    # the ablations drop their term (and need no positives for it)
+    no_ali = _tokenizer(mu=0.0)(b)
+    assert "align" not in no_ali.parts
+    assert no_ali.total.item() == pytest.approx((raw + 200 * q.loss + 0.03 * re).item(), rel=1e-5)
+    assert "co-reconstruction" not in _tokenizer(eta=0.0)(b).parts
+
+
+def test_tokenizer_image_branch_and_fine_tuning():
+    tok = _tokenizer(image=True, patch_dim=3, n_patches=2)
+    tok.fine_tuning()
+    out = tok(_batch(image=True))
+    assert "image" in out.parts and torch.isfinite(out.total)
+    out.total.backward()
+    assert tok.codebooks.E_root.grad is None and tok.codebooks.W_root.grad is not None
+    lora = [p for n, p in tok.named_parameters() if "lora_A" in n]
+    assert lora and all(p.grad is not None for p in lora)
+
+
+def test_cooccurring_items_are_one_hop_neighbours():
+    from xdrec.utgrec.data import cooccurring_items, sample_positives
+
+    nb = cooccurring_items([[0, 1, 2], [2, 0], [3, 3]], 5)
+    assert [x.tolist() for x in nb] == [[1, 2], [0, 2], [0, 1], [], []]
+    pos = sample_positives(nb, np.array([0, 1, 3, 0, 0, 0]), np.random.default_rng(0))
+    assert pos[2] == 3  # nothing co-occurs with item 3: it is its own positive
+    assert set(pos[[0, 3, 4, 5]]) <= {1, 2} and pos[1] in (0, 2)
+    with pytest.raises(ValueError, match="outside"):
+        cooccurring_items([[0, 7]], 5)
+
+
+def test_collator_builds_items_and_positives():
+    from transformers import AutoTokenizer
+
+    from xdrec.encoders import minilm_path
+    from xdrec.utgrec.data import TokenizerCollator, cooccurring_items
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    texts = ["red mug", "blue ceramic tea cup with a handle", "spoon"]
+    col = TokenizerCollator(tok, texts, cooccurring_items([[0, 1], [1, 2]], 3), n_codes=3, max_text_tokens=4)
+    b = col([0, 2])
+    assert b["positives"].tolist() == [1, 1]
+    assert b["pos_text_mask"].sum(1).tolist() == [4, 4]  # cut to 4 tokens
+    assert b["text_mask"].tolist() == [[1, 1], [1, 0]]
+    assert tok.decode(b["text_ids"][0, :2]) == "red mug"
+    # prompts are left-padded: every row ends with real tokens
+    assert b["prompt_mask"][:, -1].tolist() == [1, 1]
+    assert "blue ceramic tea cup" in tok.decode(b["pos_prompt_ids"][0], skip_special_tokens=True)
