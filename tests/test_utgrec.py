@@ -344,3 +344,47 @@ def test_collator_builds_items_and_positives():
     # prompts are left-padded: every row ends with real tokens
     assert b["prompt_mask"][:, -1].tolist() == [1, 1]
     assert "blue ceramic tea cup" in tok.decode(b["pos_prompt_ids"][0], skip_special_tokens=True)
+
+
+def test_unique_ids_move_up_a_level_when_a_prefix_is_full():
+    # two last-level codes; three items share the prefix (0, 0) and code 0
+    codes = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 1, 1]])
+    last = np.array([[0.1, 1.0], [0.2, 0.5], [0.3, 0.4], [9.0, 0.0]])
+    prev = np.array([[0, 5, 1.0], [0, 5, 1.0], [0.0, 2.0, 1.0], [5, 0, 5]])
+    with pytest.raises(ValueError, match="no free last-level code"):
+        unique_ids(codes, last)
+    ids = unique_ids(codes, last, prev)
+    # item 0 keeps (0, 0, 0), item 1 takes its next-nearest code 1; item 2 finds (0, 0) full and moves to
+    # its nearest level-2 code with room, 2 (distance 1.0 against 2.0 for code 1), and there to its
+    # nearest last code, 0
+    assert ids.tolist() == [[0, 0, 0], [0, 0, 1], [0, 2, 0], [0, 1, 1]]
+    assert len({tuple(r) for r in ids.tolist()}) == 4
+
+
+@pytest.mark.realdata
+def test_ci_tokenizer_pipeline_on_real_data(tmp_path, monkeypatch):
+    """Pre-train on Sports, fine-tune on Tools with E frozen, unique IDs for every Tools item, read back."""
+    from xdrec import data
+    from xdrec.io import load_safetensors, read_json
+    from xdrec.utgrec import tokenization as tz
+
+    try:
+        data.find_dataset("amazon18-xcross")
+    except data.DatasetNotFoundError:
+        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")
+    monkeypatch.setenv("XDREC_CHECKPOINTS", str(tmp_path))
+    folder = tz.finetune("Tools", ["Sports"], profile="ci")
+    meta = read_json(folder / "ids.json")
+    table = __import__("pandas").read_parquet(folder / "ids.parquet")
+    ids = table[["id_0", "id_1", "id_2"]].to_numpy()
+    assert len(ids) == meta["stats"]["items"] == 5820 and meta["stats"]["unique_after"] == 5820
+    assert len({tuple(r) for r in ids.tolist()}) == len(ids)
+    assert (table["domain_name"] == "Tools").all()
+    pre = load_safetensors(next(tmp_path.glob("utgrec/ci/pretrain-Sports-*")) / "tokenizer.safetensors")
+    tuned = load_safetensors(folder / "tokenizer.safetensors")
+    # fine-tuning trained W but not the codebook vectors E (Sec. 2.4.2)
+    assert "codebooks.E_root" in pre and "codebooks.E_root" not in tuned
+    assert not torch.equal(pre["codebooks.W_leaf"], tuned["codebooks.W_leaf"])
+    written = (folder / "ids.json").stat().st_mtime_ns
+    assert tz.finetune("Tools", ["Sports"], profile="ci") == folder  # read back, not retrained
+    assert (folder / "ids.json").stat().st_mtime_ns == written

@@ -163,6 +163,28 @@ _XCROSS_PAPER = {
     "seed": 0,
 }
 
+# UTGRec (Sec. 3.1.4): Qwen2-VL-2B with LoRA as content encoder (a local folder: XDREC_LLM), L = 3 codes,
+# root / leaf codebooks of 256 / 512, one-layer decoders, lambda 200, alpha 3, mu 0.01, eta 0.03 (the
+# tuned optima of Sec. 3.4.2), AdamW with a cosine schedule at 3e-4 (pre-training, 3 epochs) and 1e-4
+# (fine-tuning, 20 epochs), batch 16 per GPU x 16 GPUs. What the paper does not give: the codebook
+# dimension, LoRA's rank, the InfoNCE temperature and the text length (ours: 32, 16/32, 0.07, 64 tokens).
+_UTGREC_TOKENIZER_PAPER = {
+    "dataset": "amazon18-xcross",
+    "backbone": "qwen2-vl-2b",  # XDREC_LLM (a local folder) replaces it: nothing is downloaded
+    "num_layers": None,  # all layers
+    "n_codes": 3, "code_dim": 32, "root_size": 256, "leaf_size": 512, "beta": 0.25, "tree": True,
+    "mlp_hidden": 1024,
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    "decoder": {"d_model": 512, "n_heads": 8, "d_ff": 2048},
+    "max_text_tokens": 64,
+    "lambda": 200.0, "alpha": 3.0, "mu": 0.01, "eta": 0.03, "temperature": 0.07,
+    "image": False,  # no dataset here has item images
+    "max_items_per_domain": None,
+    "pretrain": {"epochs": 3, "lr": 3e-4, "batch_size": 256},
+    "finetune": {"epochs": 20, "lr": 1e-4, "batch_size": 256},
+    "seed": 0,
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "device": "cuda",
@@ -175,6 +197,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "tiger": _TIGER_PAPER,
         "gencdr_studies": _GENCDR_STUDIES_PAPER,
         "xcross": _XCROSS_PAPER,
+        "utgrec_tokenizer": _UTGREC_TOKENIZER_PAPER,
     },
     "book": {
         "device": "cpu",
@@ -250,6 +273,16 @@ PROFILES: dict[str, dict[str, Any]] = {
             "limited": {"sizes": [50, 100, 200], "subsets": 2},
             "id_baselines": {**_XCROSS_PAPER["id_baselines"], "epochs": 50, "patience": 3},
         },
+        # SmolLM2-135M cut to its first 2 layers, 16-token texts, 1,000 items per domain: see notebook 15
+        "utgrec_tokenizer": {
+            **_UTGREC_TOKENIZER_PAPER,
+            "backbone": "smollm2-135m", "num_layers": 2, "mlp_hidden": 256,
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "decoder": {"d_model": 128, "n_heads": 4, "d_ff": 512},
+            "max_text_tokens": 16, "max_items_per_domain": 1000,
+            "pretrain": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
+            "finetune": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
+        },
     },
     "ci": {
         "device": "cpu",
@@ -311,6 +344,15 @@ PROFILES: dict[str, dict[str, Any]] = {
             "layers_study": [1, 2],
             "limited": {"sizes": [4, 8], "subsets": 2},
             "id_baselines": {**_XCROSS_PAPER["id_baselines"], "epochs": 1, "patience": None},
+        },
+        "utgrec_tokenizer": {
+            **_UTGREC_TOKENIZER_PAPER,
+            "backbone": "tiny", "num_layers": None, "code_dim": 8, "root_size": 32, "leaf_size": 64, "mlp_hidden": 32,
+            "lora": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "decoder": {"d_model": 16, "n_heads": 2, "d_ff": 32},
+            "max_text_tokens": 8, "max_items_per_domain": 60,
+            "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 16},
+            "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16},
         },
     },
 }

@@ -59,6 +59,7 @@ class TreeQuantizerOutput:
     increments: torch.Tensor  # [B, L, d_c] the quantised representations e_c W (no gradient to h')
     loss: torch.Tensor  # L_Code (Eq. 5), averaged over the batch
     last_distances: torch.Tensor  # [B, K_last] squared distance of h~_L to every code of the last level's codebook
+    prev_distances: torch.Tensor  # [B, K] the same for level L-1 (collisions in a full prefix move up to it)
 
 
 class TreeCodebooks(nn.Module):
@@ -118,7 +119,7 @@ class TreeCodebooks(nn.Module):
             raise ValueError(f"expected [B, {self.n_codes}, {self.dim}] representations, got {list(h.shape)}")
         self._check_finite(h)
         target = prefix_residual(h) if self.tree else h
-        codes, quantised, level_losses, last = [], [], [], None
+        codes, quantised, level_losses, dists = [], [], [], []
         for level in range(self.n_codes):
             c_book = self.codebook(level)
             x = target[:, level]
@@ -128,7 +129,7 @@ class TreeCodebooks(nn.Module):
             level_losses.append(((x.detach() - q) ** 2).sum(-1).mean() + self.beta * ((x - q.detach()) ** 2).sum(-1).mean())
             codes.append(c)
             quantised.append(q)
-            last = d2
+            dists.append(d2.detach())
         quantised = torch.stack(quantised, 1)
         if self.tree:
             loss = 0.5 * (level_losses[0] + torch.stack(level_losses[1:]).mean())
@@ -137,7 +138,7 @@ class TreeCodebooks(nn.Module):
             loss = torch.stack(level_losses).mean()
             content_q = quantised
         content = h + (content_q - h).detach()  # straight-through: value of the codes, gradient to h'
-        return TreeQuantizerOutput(torch.stack(codes, 1), content, quantised, loss, last.detach())
+        return TreeQuantizerOutput(torch.stack(codes, 1), content, quantised, loss, dists[-1], dists[-2])
 
     @torch.no_grad()
     def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,10 +173,48 @@ class TreeCodebooks(nn.Module):
         return [len(torch.unique(codes[:, level])) / self.sizes[level] for level in range(self.n_codes)]
 
 
-def unique_ids(codes: torch.Tensor | np.ndarray, last_distances: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Item identifiers without collisions (Sec. 2.4.1): items that share all ``L`` codes keep the one
-    nearest its code; the others move their last code to the nearest code still free under their
-    prefix ("the second-nearest or a farther neighbour code"), no extra code is appended."""
+def unique_ids(codes: torch.Tensor | np.ndarray, last_distances: torch.Tensor | np.ndarray,
+               prev_distances: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
+    """Item identifiers without collisions (Sec. 2.4.1), still ``L`` codes long.
+
+    Items that share all ``L`` codes: the one nearest its last code keeps it; each other one moves
+    its last code to the nearest code still free under its prefix ("the second-nearest or a farther
+    neighbour code"), those nearest their original code choosing first. Only when every last-level
+    code under a prefix is taken does an item move up a level: it takes the nearest level-``L-1``
+    code (by ``prev_distances``) whose prefix still has a free last code, and there its nearest free
+    last code. (Each row of distances is the item's squared distance to every code of that level.)
+    """
     codes = codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
-    dist = last_distances.cpu().numpy() if isinstance(last_distances, torch.Tensor) else np.asarray(last_distances)
-    return resolve_collisions(codes, "reassign", dist)
+    last = last_distances.cpu().numpy() if isinstance(last_distances, torch.Tensor) else np.asarray(last_distances)
+    try:
+        return resolve_collisions(codes, "reassign", last)
+    except ValueError:
+        if prev_distances is None:
+            raise
+    prev = prev_distances.cpu().numpy() if isinstance(prev_distances, torch.Tensor) else np.asarray(prev_distances)
+    n, k = last.shape
+    codes = codes.astype(np.int64)
+    own = last[np.arange(n), codes[:, -1]]
+    taken: dict[tuple, set[int]] = {}
+    out = codes.copy()
+    movers = []
+    for i in np.lexsort((np.arange(n), own)):  # nearest first keeps a shared code
+        key, c = tuple(codes[i, :-1].tolist()), int(codes[i, -1])
+        used = taken.setdefault(key, set())
+        if c in used:
+            movers.append(i)
+        else:
+            used.add(c)
+    for i in movers:  # already ordered by distance to the original code
+        key = tuple(codes[i, :-1].tolist())
+        for alt in (np.argsort(prev[i], kind="stable") if len(taken.get(key, ())) >= k else [codes[i, -2]]):
+            new_key = key[:-1] + (int(alt),)
+            used = taken.setdefault(new_key, set())
+            if len(used) < k:
+                c = next(int(j) for j in np.argsort(last[i], kind="stable") if int(j) not in used)
+                out[i, -2], out[i, -1] = int(alt), c
+                used.add(c)
+                break
+        else:
+            raise ValueError(f"item row {i}: no free identifier under its first {codes.shape[1] - 2} codes")
+    return out

@@ -53,8 +53,8 @@ class TokenizerCollator:
     def _items(self, items: np.ndarray, prefix: str) -> dict[str, torch.Tensor]:
         texts = [self.texts[int(i)] for i in items]
         p = tokenize_prompts(self.tokenizer, texts, self.n_codes, self.max_text_tokens)
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][: self.max_text_tokens] or
-               [self.tokenizer.eos_token_id] for t in texts]
+        empty = [self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.sep_token_id]
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][: self.max_text_tokens] or empty for t in texts]
         width = max(len(x) for x in ids)
         text_ids = torch.zeros(len(ids), width, dtype=torch.long)
         text_mask = torch.zeros(len(ids), width, dtype=torch.long)
