@@ -388,3 +388,66 @@ def test_ci_tokenizer_pipeline_on_real_data(tmp_path, monkeypatch):
     written = (folder / "ids.json").stat().st_mtime_ns
     assert tz.finetune("Tools", ["Sports"], profile="ci") == folder  # read back, not retrained
     assert (folder / "ids.json").stat().st_mtime_ns == written
+
+
+def _tiger(domains, item_domain, seed):
+    from xdrec.tiger import TIGER
+    from xdrec.tiger.model import TIGERConfig
+
+    torch.manual_seed(seed)
+    ids = np.array([[0, 1, 2], [1, 0, 3], [2, 2, 0]])[: len(item_domain)]
+    return TIGER(ids, np.array(item_domain), domains, TIGERConfig(d_model=16, n_layers=1, n_heads=2, d_kv=8, d_ff=32),
+                 codebook_sizes=[3, 4, 4])
+
+
+def test_transfer_t5_copies_every_weight_but_the_other_domains_markers():
+    from xdrec.utgrec.recommendation import transfer_t5
+
+    src = _tiger(["Sports", "Toys"], [0, 1, 1], seed=0)
+    dst = _tiger(["Tools"], [0, 0, 0], seed=1)
+    before = {k: v.clone() for k, v in dst.t5.state_dict().items()}
+    partial = transfer_t5(src, dst)
+    rows = dst.vocab.offset + dst.vocab.n_code_tokens  # specials + 11 codes
+    s, d = src.t5.state_dict(), dst.t5.state_dict()
+    assert "shared.weight" in partial
+    for k, v in d.items():
+        if k in partial:
+            assert torch.equal(v[:rows], s[k][:rows]) and torch.equal(v[rows:], before[k][rows:])
+        else:
+            assert torch.equal(v, s[k])
+    other = _tiger(["Tools"], [0, 0, 0], seed=2)
+    other.vocab = type(other.vocab)((3, 4, 5), ("Tools",), other.vocab.offset)
+    with pytest.raises(ValueError, match="differ"):
+        transfer_t5(src, other)
+
+
+def test_codebook_sizes_of_tree_and_plain_ids():
+    from xdrec.utgrec.recommendation import VARIANTS, codebook_sizes
+
+    assert codebook_sizes({"n_codes": 3, "root_size": 256, "leaf_size": 512}) == [256, 512, 512]
+    assert codebook_sizes({"n_codes": 3, "root_size": 256, "leaf_size": 512, "tree": False}) == [256, 256, 256]
+    assert set(VARIANTS) == {"full", "no-tree", "no-ali", "no-re", "no-ft-tokenizer", "full-ft", "no-pt-recommender",
+                             "no-pt"}
+
+
+@pytest.mark.realdata
+def test_ci_recommender_pipeline_on_real_data(tmp_path, monkeypatch):
+    """Tokenizer pre-training on Sports, T5 pre-training, fine-tuning on Tools, test; then read back."""
+    from xdrec import data
+    from xdrec.utgrec.recommendation import run_utgrec
+
+    try:
+        data.find_dataset("amazon18-xcross")
+    except data.DatasetNotFoundError:
+        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")
+    for var in ("XDREC_RESULTS", "XDREC_CHECKPOINTS"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    rec = run_utgrec("Tools", ["Sports"], profile="ci")
+    ranks = np.asarray(rec["extra"]["rows"]["rank"])
+    assert rec["metrics"]["n"] == len(ranks) == 60
+    hit10 = np.mean((ranks >= 0) & (ranks < 10))  # rank -1: not among the beams
+    assert rec["metrics"]["recall@10"] == pytest.approx(hit10)
+    assert rec["extra"]["pretrained_recommender"].startswith("t5-pretrain-Sports")
+    assert rec["extra"]["ids"]["unique_after"] == rec["extra"]["ids"]["items"]
+    again = run_utgrec("Tools", ["Sports"], profile="ci")
+    assert again["provenance"]["written_at"] == rec["provenance"]["written_at"]

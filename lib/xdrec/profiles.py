@@ -185,6 +185,16 @@ _UTGREC_TOKENIZER_PAPER = {
     "seed": 0,
 }
 
+# UTGRec's recommender (Sec. 3.1.4): TIGER's T5 (layers tuned in 1..6: Figure 2), AdamW with a cosine
+# schedule at 5e-3 for 50 epochs of multi-domain pre-training and 3e-3 for fine-tuning with early
+# stopping; batch 256 per GPU x 4 GPUs; beam 50 (Sec. 3.1.3).
+_UTGREC_RECOMMENDER_PAPER = {
+    "t5": {k: v for k, v in _TIGER_PAPER.items() if k not in ("seeds", "collision_rule")},
+    "eval": {"beams": 50},
+    "pretrain": {"epochs": 50, "lr": 5e-3, "batch_size": 1024},
+    "finetune": {"epochs": 200, "lr": 3e-3, "batch_size": 1024, "patience": 10},
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "device": "cuda",
@@ -198,6 +208,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gencdr_studies": _GENCDR_STUDIES_PAPER,
         "xcross": _XCROSS_PAPER,
         "utgrec_tokenizer": _UTGREC_TOKENIZER_PAPER,
+        "utgrec_recommender": _UTGREC_RECOMMENDER_PAPER,
     },
     "book": {
         "device": "cpu",
@@ -283,6 +294,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             "pretrain": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
             "finetune": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
         },
+        # the book's TIGER T5 (2 + 2 layers, MLP 512); a capped number of encoder tokens per epoch
+        "utgrec_recommender": {
+            "t5": {**{k: v for k, v in _TIGER_PAPER.items() if k not in ("seeds", "collision_rule")},
+                   "n_layers": 2, "d_ff": 512},
+            "eval": {"beams": 20},
+            "pretrain": {"epochs": 2, "lr": 3e-3, "batch_size": 256, "tokens_per_epoch": 900_000},
+            "finetune": {"epochs": 6, "lr": 3e-3, "batch_size": 256, "patience": 2},
+        },
     },
     "ci": {
         "device": "cpu",
@@ -353,6 +372,12 @@ PROFILES: dict[str, dict[str, Any]] = {
             "max_text_tokens": 8, "max_items_per_domain": 60,
             "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 16},
             "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16},
+        },
+        "utgrec_recommender": {
+            "t5": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_kv": 16, "d_ff": 64, "dropout": 0.0},
+            "eval": {},
+            "pretrain": {"epochs": 1, "lr": 3e-3, "batch_size": 64, "tokens_per_epoch": 20_000},
+            "finetune": {"epochs": 1, "lr": 3e-3, "batch_size": 64, "tokens_per_epoch": 20_000, "patience": None},
         },
     },
 }

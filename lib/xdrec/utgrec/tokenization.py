@@ -49,8 +49,13 @@ FINGERPRINT_MODULES = ("xdrec.utgrec.codebooks", "xdrec.utgrec.reconstruction", 
                        "xdrec.data", "xdrec.encoders", "xdrec.quantization")
 
 
-def settings(profile: str | dict) -> dict[str, Any]:
-    return dict((get_profile(profile) if isinstance(profile, str) else profile)["utgrec_tokenizer"])
+def settings(profile: str | dict, overrides: dict | None = None) -> dict[str, Any]:
+    """The profile's ``utgrec_tokenizer`` section with ``overrides`` (an ablation's ``tree``, ``mu``, ``eta``)."""
+    cfg = dict((get_profile(profile) if isinstance(profile, str) else profile)["utgrec_tokenizer"])
+    unknown = set(overrides or {}) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown tokenizer setting(s) {sorted(unknown)}")
+    return {**cfg, **(overrides or {})}
 
 
 # ====================================================================== data
@@ -166,9 +171,9 @@ def _key(cfg: dict, **extra) -> str:
 
 # ====================================================================== stages
 def pretrain(sources: Sequence[str], *, profile: str = "book", seed: int | None = None, data_root=None,
-             force: bool = False) -> Path:
+             force: bool = False, overrides: dict | None = None) -> Path:
     """Multi-domain pre-training on the items of ``sources``; returns the folder of the trained tokenizer."""
-    cfg = settings(profile)
+    cfg = settings(profile, overrides)
     seed = cfg["seed"] if seed is None else seed
     folder = checkpoint_dir("utgrec", profile, f"pretrain-{'+'.join(sources)}-seed{seed}-{_key(cfg, sources=list(sources))}")
     meta = folder / "tokenizer.json"
@@ -220,15 +225,16 @@ def _id_stats(model, codes: torch.Tensor, ids: np.ndarray) -> dict:
 
 
 def finetune(target: str, sources: Sequence[str], *, profile: str = "book", seed: int | None = None, data_root=None,
-             force: bool = False, tune: bool = True, freeze_codebook_vectors: bool = True) -> Path:
+             force: bool = False, tune: bool = True, freeze_codebook_vectors: bool = True,
+             overrides: dict | None = None) -> Path:
     """Fine-tune the tokenizer pre-trained on ``sources`` on ``target`` and write its items' IDs.
 
     ``tune=False`` is Table 3's "w/o FT(T)" (the pre-trained tokenizer as it is);
     ``freeze_codebook_vectors=False`` is "Full FT" (``E`` trains too).
     """
-    cfg = settings(profile)
+    cfg = settings(profile, overrides)
     seed = cfg["seed"] if seed is None else seed
-    pre = pretrain(sources, profile=profile, seed=seed, data_root=data_root)
+    pre = pretrain(sources, profile=profile, seed=seed, data_root=data_root, overrides=overrides)
     tag = "finetune" if tune else "pretrained"
     if tune and not freeze_codebook_vectors:
         tag = "finetune-full"
@@ -257,11 +263,11 @@ def finetune(target: str, sources: Sequence[str], *, profile: str = "book", seed
 
 
 def source_ids(sources: Sequence[str], *, profile: str = "book", seed: int | None = None, data_root=None,
-               force: bool = False) -> Path:
+               force: bool = False, overrides: dict | None = None) -> Path:
     """IDs of every source item from the pre-trained tokenizer (the recommender's pre-training data)."""
-    cfg = settings(profile)
+    cfg = settings(profile, overrides)
     seed = cfg["seed"] if seed is None else seed
-    pre = pretrain(sources, profile=profile, seed=seed, data_root=data_root)
+    pre = pretrain(sources, profile=profile, seed=seed, data_root=data_root, overrides=overrides)
     meta = pre / "ids.json"
     if meta.exists() and not force:
         return pre
