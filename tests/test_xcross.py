@@ -415,6 +415,12 @@ def test_convergence_regression_recovers_a_linear_law_and_matches_normal_equatio
     fit = convergence_regression(noisy)
     assert [fit["intercept"], *fit["coef"].values()] == pytest.approx(beta)
     assert fit["r2"] == pytest.approx(1 - (res ** 2).sum() / ((noisy["hit@1"] - noisy["hit@1"].mean()) ** 2).sum())
+    # F-test from the nested models' residual sums of squares (intercept only vs both regressors)
+    from scipy import stats
+
+    rss0, rss1 = ((noisy["hit@1"] - noisy["hit@1"].mean()) ** 2).sum(), (res ** 2).sum()
+    F = ((rss0 - rss1) / 2) / (rss1 / (12 - 3))
+    assert fit["f_p"] == pytest.approx(stats.f.sf(F, 2, 9), rel=1e-6)
     with pytest.raises(ValueError, match="cannot fit"):
         convergence_regression(exact.head(3))
 

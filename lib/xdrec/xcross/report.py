@@ -167,8 +167,9 @@ def convergence_regression(frame: pd.DataFrame, y: str = "hit@1",
                            x: Sequence[str] = ("prompt_length", "prompt_diversity")) -> dict:
     """Ordinary least squares of ``y`` on the columns ``x`` (with an intercept), as in Sec. 4.6.
 
-    Returns R^2, the raw coefficients, and the standardised ones (x and y in standard deviations),
-    which do not depend on the units of length.
+    Returns R^2, the p-value of the regression's F-test (all coefficients zero; it assumes
+    independent points), the raw coefficients, and the standardised ones (x and y in standard
+    deviations), which do not depend on the units of length.
     """
     X = frame[list(x)].to_numpy(dtype=float)
     Y = frame[y].to_numpy(dtype=float)
@@ -180,5 +181,9 @@ def convergence_regression(frame: pd.DataFrame, y: str = "hit@1",
     ss_tot = float(((Y - Y.mean()) ** 2).sum())
     r2 = 1 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
     scale = X.std(axis=0, ddof=1) / Y.std(ddof=1) if ss_tot > 0 else np.full(len(x), np.nan)
-    return {"n": len(Y), "r2": r2, "intercept": float(coef[0]),
+    k, dof = len(x), len(Y) - len(x) - 1
+    f = (r2 / k) / ((1 - r2) / dof) if r2 < 1 else float("inf")
+    from scipy import stats
+
+    return {"n": len(Y), "r2": r2, "f_p": float(stats.f.sf(f, k, dof)), "intercept": float(coef[0]),
             "coef": dict(zip(x, map(float, coef[1:]))), "coef_standardised": dict(zip(x, map(float, coef[1:] * scale)))}
