@@ -20,3 +20,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def xcross_data():
+    """Skip unless the real ``amazon18-xcross`` data is found (../shared/data or $XDREC_DATA)."""
+    from xdrec import data
+
+    try:
+        return data.find_dataset("amazon18-xcross")
+    except data.DatasetNotFoundError:
+        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")

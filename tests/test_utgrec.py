@@ -362,16 +362,11 @@ def test_unique_ids_move_up_a_level_when_a_prefix_is_full():
 
 
 @pytest.mark.realdata
-def test_ci_tokenizer_pipeline_on_real_data(tmp_path, monkeypatch):
+def test_ci_tokenizer_pipeline_on_real_data(tmp_path, monkeypatch, xcross_data):
     """Pre-train on Sports, fine-tune on Tools with E frozen, unique IDs for every Tools item, read back."""
-    from xdrec import data
     from xdrec.io import load_safetensors, read_json
     from xdrec.utgrec import tokenization as tz
 
-    try:
-        data.find_dataset("amazon18-xcross")
-    except data.DatasetNotFoundError:
-        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")
     monkeypatch.setenv("XDREC_CHECKPOINTS", str(tmp_path))
     folder = tz.finetune("Tools", ["Sports"], profile="ci")
     meta = read_json(folder / "ids.json")
@@ -431,15 +426,10 @@ def test_codebook_sizes_of_tree_and_plain_ids():
 
 
 @pytest.mark.realdata
-def test_ci_recommender_pipeline_on_real_data(tmp_path, monkeypatch):
+def test_ci_recommender_pipeline_on_real_data(tmp_path, monkeypatch, xcross_data):
     """Tokenizer pre-training on Sports, T5 pre-training, fine-tuning on Tools, test; then read back."""
-    from xdrec import data
     from xdrec.utgrec.recommendation import run_utgrec
 
-    try:
-        data.find_dataset("amazon18-xcross")
-    except data.DatasetNotFoundError:
-        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")
     for var in ("XDREC_RESULTS", "XDREC_CHECKPOINTS"):
         monkeypatch.setenv(var, str(tmp_path / var))
     rec = run_utgrec("Tools", ["Sports"], profile="ci")

@@ -336,15 +336,10 @@ def test_mean_pooling_ignores_padding():
 
 
 @pytest.mark.realdata
-def test_ci_profile_pipeline_on_real_data(tmp_path, monkeypatch):
+def test_ci_profile_pipeline_on_real_data(tmp_path, monkeypatch, xcross_data):
     """Sources, zero-shot evaluation, source selection and X-Cross end to end (tiny model, real Tools data)."""
-    from xdrec import data
     from xdrec.xcross import experiment as xp
 
-    try:
-        data.find_dataset("amazon18-xcross")
-    except data.DatasetNotFoundError:
-        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")
     for var in ("XDREC_RESULTS", "XDREC_CHECKPOINTS"):
         monkeypatch.setenv(var, str(tmp_path / var))
     monkeypatch.setenv("XDREC_TORCH_THREADS", "1")

@@ -22,7 +22,32 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class MaskedTextDecoder(nn.Module):
+class _MaskedDecoder(nn.Module):
+    """The decoders' shared body: ``[proj(H^); mask x n] + positions`` through one bidirectional
+    transformer layer; :meth:`states` returns the states at the ``n`` mask positions."""
+
+    def __init__(self, code_dim: int, *, n_codes: int, n_masks: int, d_model: int, n_heads: int, d_ff: int,
+                 dropout: float):
+        super().__init__()
+        self.n_codes = n_codes
+        self.proj = nn.Linear(code_dim, d_model)
+        self.mask = nn.Parameter(torch.randn(d_model) * 0.02)
+        self.pos = nn.Parameter(torch.randn(n_codes + n_masks, d_model) * 0.02)
+        self.layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=dropout, batch_first=True,
+                                                norm_first=True, activation="gelu")
+
+    def states(self, content: torch.Tensor, n: int, mask_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, n, d_model]``; ``mask_keep`` ``[B, n]`` (1 = real position) hides padded mask positions."""
+        b = content.shape[0]
+        x = torch.cat([self.proj(content), self.mask.expand(b, n, -1)], dim=1) + self.pos[: self.n_codes + n]
+        pad = None
+        if mask_keep is not None:
+            keep = torch.cat([torch.ones(b, self.n_codes, dtype=torch.bool, device=x.device), mask_keep.bool()], dim=1)
+            pad = ~keep
+        return self.layer(x, src_key_padding_mask=pad)[:, self.n_codes:]  # bidirectional: no causal mask
+
+
+class MaskedTextDecoder(_MaskedDecoder):
     """``Dec^t``: content representations ``[B, L, d_c]`` + text ids -> mean token NLL (Eq. 8).
 
     Args:
@@ -34,25 +59,18 @@ class MaskedTextDecoder(nn.Module):
 
     def __init__(self, code_dim: int, vocab_size: int, *, n_codes: int, max_text_tokens: int, d_model: int = 256,
                  n_heads: int = 4, d_ff: int = 1024, dropout: float = 0.0):
-        super().__init__()
-        self.n_codes, self.max_text_tokens = n_codes, max_text_tokens
-        self.proj = nn.Linear(code_dim, d_model)
-        self.mask = nn.Parameter(torch.randn(d_model) * 0.02)
-        self.pos = nn.Parameter(torch.randn(n_codes + max_text_tokens, d_model) * 0.02)
-        self.layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=dropout, batch_first=True,
-                                                norm_first=True, activation="gelu")
+        super().__init__(code_dim, n_codes=n_codes, n_masks=max_text_tokens, d_model=d_model, n_heads=n_heads,
+                         d_ff=d_ff, dropout=dropout)
+        self.max_text_tokens = max_text_tokens
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, vocab_size)
 
     def logits(self, content: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """``[B, T, vocab]`` predictions at the ``T`` mask positions (``text_mask``: 1 = real token)."""
-        b, t = text_mask.shape
+        t = text_mask.shape[1]
         if t > self.max_text_tokens:
             raise ValueError(f"text of {t} tokens is longer than the decoder's {self.max_text_tokens}")
-        x = torch.cat([self.proj(content), self.mask.expand(b, t, -1)], dim=1) + self.pos[: self.n_codes + t]
-        keep = torch.cat([torch.ones(b, self.n_codes, dtype=torch.bool, device=x.device), text_mask.bool()], dim=1)
-        y = self.layer(x, src_key_padding_mask=~keep)  # bidirectional: no causal mask
-        return self.out(self.norm(y[:, self.n_codes:]))
+        return self.out(self.norm(self.states(content, t, text_mask)))
 
     def forward(self, content: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood of the real tokens of ``text_ids`` (``[B, T]``)."""
@@ -93,19 +111,15 @@ class DiffusionLoss(nn.Module):
         return F.mse_loss(self.predict_noise(x_t, t, z), eps)
 
 
-class MaskedImageDecoder(nn.Module):
+class MaskedImageDecoder(_MaskedDecoder):
     """``Dec^v`` (Eq. 9): content representations + ``P`` mask positions -> a condition per image patch,
     scored by :class:`DiffusionLoss` against the patch vectors ``[B, P, c]`` of the item's image."""
 
     def __init__(self, code_dim: int, patch_dim: int, *, n_codes: int, n_patches: int, d_model: int = 256,
                  n_heads: int = 4, d_ff: int = 1024, diffusion_hidden: int = 256):
-        super().__init__()
-        self.n_codes, self.n_patches = n_codes, n_patches
-        self.proj = nn.Linear(code_dim, d_model)
-        self.mask = nn.Parameter(torch.randn(d_model) * 0.02)
-        self.pos = nn.Parameter(torch.randn(n_codes + n_patches, d_model) * 0.02)
-        self.layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True,
-                                                norm_first=True, activation="gelu")
+        super().__init__(code_dim, n_codes=n_codes, n_masks=n_patches, d_model=d_model, n_heads=n_heads, d_ff=d_ff,
+                         dropout=0.0)
+        self.n_patches = n_patches
         self.diffusion = DiffusionLoss(patch_dim, d_model, hidden=diffusion_hidden)
 
     def forward(self, content: torch.Tensor, patches: torch.Tensor,
@@ -113,8 +127,7 @@ class MaskedImageDecoder(nn.Module):
         b, p, _ = patches.shape
         if p != self.n_patches:
             raise ValueError(f"expected {self.n_patches} patches per image, got {p}")
-        x = torch.cat([self.proj(content), self.mask.expand(b, p, -1)], dim=1) + self.pos
-        cond = self.layer(x)[:, self.n_codes:]
+        cond = self.states(content, p)
         return self.diffusion(cond.reshape(b * p, -1), patches.reshape(b * p, -1), generator)
 
 
