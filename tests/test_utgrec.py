@@ -383,6 +383,32 @@ def test_ci_tokenizer_pipeline_on_real_data(tmp_path, monkeypatch, xcross_data):
     written = (folder / "ids.json").stat().st_mtime_ns
     assert tz.finetune("Tools", ["Sports"], profile="ci") == folder  # read back, not retrained
     assert (folder / "ids.json").stat().st_mtime_ns == written
+    # the source domain is capped to its 200 most interacted items (the target never is)
+    src = __import__("pandas").read_parquet(tz.source_ids(["Sports"], profile="ci") / "ids.parquet")
+    assert len(src) == 200 and (src["domain_name"] == "Sports").all()
+
+
+def test_source_cap_keeps_each_domains_most_interacted_training_items(monkeypatch):
+    """Counts over each user's sequence without its last two items, by hand; ties go to the lower id."""
+    from xdrec import data as xdata
+    from xdrec.data import make_synthetic
+    from xdrec.utgrec import tokenization as tz
+
+    ds = make_synthetic(n_users=30, n_domains=2, items_per_domain=12, seed=3)
+    monkeypatch.setattr(xdata, "load", lambda *a, **k: ds)
+    capped = tz.load_domains("synthetic", ds.domains, max_items_per_domain=3)
+    counts = np.zeros(ds.n_items, int)
+    for d in ds.domains:
+        for seq in ds.sequences(d).values():
+            for i in seq[:-2]:
+                counts[i] += 1
+    expected = []
+    for d in ds.domains:
+        items = sorted(ds.domain_items(d).tolist(), key=lambda i: (-counts[i], i))[:3]
+        expected += sorted(ds.items.loc[ds.items["item"].isin(items), "item_key"].tolist())
+    assert sorted(capped.items["item_key"].tolist()) == sorted(expected)
+    assert capped.n_items == 6 and set(capped.interactions["item"]) <= set(range(6))
+    assert tz.load_domains("synthetic", ds.domains) is ds
 
 
 def _tiger(domains, item_domain, seed):
@@ -441,3 +467,108 @@ def test_ci_recommender_pipeline_on_real_data(tmp_path, monkeypatch, xcross_data
     assert rec["extra"]["ids"]["unique_after"] == rec["extra"]["ids"]["items"]
     again = run_utgrec("Tools", ["Sports"], profile="ci")
     assert again["provenance"]["written_at"] == rec["provenance"]["written_at"]
+
+
+@pytest.mark.realdata
+def test_baseline_runner_trains_the_shared_t5_on_the_tokenizers_ids_and_tests_utgrecs_rows(tmp_path, monkeypatch,
+                                                                                       xcross_data):
+    """TIGER's IDs (here: random unique ones, in place of the RQ-VAE) -> the target's T5 -> the same test rows as UTGRec."""
+    from types import SimpleNamespace
+
+    from xdrec import data
+    from xdrec.generative import sample_rows
+    from xdrec.profiles import get_profile
+    from xdrec.tiger import semantic_ids
+    from xdrec.utgrec import recommendation as rec_mod
+
+    for var in ("XDREC_RESULTS", "XDREC_CHECKPOINTS"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    ds = data.load("amazon18-xcross", domains=["Tools"])
+    rng = np.random.default_rng(0)
+    ids = np.stack([rng.integers(0, 256, ds.n_items), rng.integers(0, 256, ds.n_items), np.arange(ds.n_items) % 256,
+                    np.arange(ds.n_items) // 256], 1)
+    calls = []
+
+    def fake_ids(dataset, profile, seed, *, domains=None, root=None, **_):
+        calls.append((dataset, tuple(domains)))
+        return SimpleNamespace(items=ds.items, ids=ids, codebook_sizes=[256, 256, 256, int(ids[:, 3].max()) + 1],
+                               rule="extra_level", stats={"all": {"items": ds.n_items}},
+                               directory=tmp_path / "XDREC_CHECKPOINTS" / "tiger" / "fake")
+
+    monkeypatch.setattr(semantic_ids, "tiger_semantic_ids", fake_ids)
+    out = rec_mod.run_baseline("Tools", "tiger", profile="ci")
+    assert calls == [("amazon18-xcross", ("Tools",))]
+    ev = {**get_profile("ci")["generative_eval"], **get_profile("ci")["utgrec_recommender"]["eval"]}
+    test = sample_rows(data.leave_last_out(ds).test, ev["test_rows_per_domain"], 0)
+    assert out["extra"]["rows"]["user"] == test["user"].tolist()
+    ranks = np.asarray(out["extra"]["rows"]["rank"])
+    assert out["metrics"]["recall@10"] == pytest.approx(np.mean((ranks >= 0) & (ranks < 10)))
+    assert out["name"] == "utgrec_baseline__Tools__tiger__seed0"
+    assert rec_mod.run_baseline("Tools", "tiger", profile="ci")["provenance"] == out["provenance"]  # read back
+    with pytest.raises(ValueError, match="tokenizer must be one of"):
+        rec_mod.run_baseline("Tools", "rqvae", profile="ci")
+    with pytest.raises(ValueError, match="unknown T5 setting"):
+        rec_mod.settings("ci", {"layers": 2})
+
+
+def test_report_per_row_metrics_groups_and_gains_by_hand():
+    from xdrec.utgrec.report import group_gain, paired, per_row, popularity_groups
+
+    ranks = [0, 1, 4, 9, 10, -1]
+    assert per_row(ranks, "recall@5").tolist() == [1, 1, 1, 0, 0, 0]
+    assert per_row(ranks, "ndcg@10") == pytest.approx([1, 1 / math.log2(3), 1 / math.log2(6), 1 / math.log2(11), 0, 0])
+    with pytest.raises(ValueError, match="unknown metric"):
+        per_row(ranks, "mrr@10")
+    counts = np.array([0, 5, 25, 60, 19])
+    groups = popularity_groups(counts, [0, 1, 2, 3, 4, 2], [0, 20, 40, np.inf])
+    assert groups == ["[0, 20)", "[0, 20)", "[20, 40)", "[40, inf)", "[0, 20)", "[20, 40)"]
+    with pytest.raises(ValueError, match="outside the groups"):
+        popularity_groups(counts, [3], [0, 20, 40])
+
+    def rec(name, rk):
+        return {"name": name, "extra": {"rows": {"user": list(range(6)), "target": [0, 1, 2, 3, 4, 2], "rank": rk}}}
+
+    tiger, ours = rec("t", [1, -1, 0, 3, -1, 5]), rec("u", [0, 0, 0, 3, 1, -1])
+    out = group_gain({"TIGER": tiger, "UTGRec": ours}, "TIGER", groups, "recall@5")
+    assert out.index.tolist() == ["[0, 20)", "[20, 40)", "[40, inf)"]
+    assert out["rows"].tolist() == [3, 2, 1]
+    assert out.loc["[0, 20)", "TIGER"] == pytest.approx(1 / 3) and out.loc["[0, 20)", "UTGRec"] == pytest.approx(1.0)
+    assert out.loc["[0, 20)", "UTGRec gain %"] == pytest.approx(200.0)
+    assert out.loc["[20, 40)", "UTGRec gain %"] == pytest.approx(0.0)  # rows 2, 5: one hit each
+    diff, p = paired(ours, tiger, "recall@5")
+    assert diff == pytest.approx((5 - 3) / 6) and 0 < p < 1
+    with pytest.raises(ValueError, match="same rows"):
+        paired(ours, {**tiger, "extra": {"rows": {**tiger["extra"]["rows"], "user": [9] * 6}}})
+
+
+def test_tokenizer_workload_counts_items_by_hand():
+    from xdrec.utgrec.tokenization import workload
+
+    cfg = {"max_source_items_per_domain": 100, "max_items_per_domain": 30, "pretrain": {"epochs": 2},
+           "finetune": {"epochs": 3}}
+    n = {"A": 50, "B": 500, "T": 40}
+    # sources capped to 50 + 100 items; 30 + 30 of them train; the target trains 30 of its 40
+    assert workload(cfg, n, "T") == {"encoded": 60 + 150 + 40, "trained": 60 * 2 + 30 * 3}
+    full = {**cfg, "max_source_items_per_domain": None, "max_items_per_domain": None}
+    assert workload(full, n, "T") == {"encoded": 550 + 550 + 40, "trained": 550 * 2 + 40 * 3}
+
+
+def test_studies_reuse_the_main_run_at_the_profiles_own_depth_and_loss_weights(monkeypatch):
+    from xdrec.profiles import PROFILES
+    from xdrec.utgrec import experiment as ex
+    from xdrec.utgrec import recommendation as rec_mod
+
+    calls = []
+    monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: calls.append(("utgrec", k)) or k)
+    monkeypatch.setattr(rec_mod, "run_baseline", lambda target, b, **k: calls.append((b, k)) or k)
+    monkeypatch.setitem(PROFILES["ci"], "utgrec_studies",
+                        {"targets": ["Tools"], "depths": [1, 2], "sweeps": {"alpha": [1, 3], "mu": [0.01, 0.1]}})
+    depth = ex.run_depth("Tools", "ci")  # the ci T5 has 1 layer: depth 1 is the main run
+    assert depth["utgrec", 1]["n_layers"] is None and depth["utgrec", 2]["n_layers"] == 2
+    assert depth["letter", 1]["n_layers"] is None and depth["tiger", 2]["n_layers"] == 2
+    calls.clear()
+    sweeps = ex.run_sweeps("Tools", "ci")  # no images: alpha is not swept; mu = 0.01 is the main run
+    assert set(sweeps) == {("mu", 0.01), ("mu", 0.1)}
+    assert "tokenizer_overrides" not in sweeps["mu", 0.01]
+    assert sweeps["mu", 0.1]["tokenizer_overrides"] == {"mu": 0.1}
+    assert sweeps["mu", 0.1]["name"] == "utgrec__Tools__mu-0.1__seed0"

@@ -185,3 +185,45 @@ def xcross_table(table: pd.DataFrame, domain: str) -> pd.DataFrame:
         raise KeyError(f"X-Cross tables have no domain {domain!r}; they have {XCROSS_DOMAINS}")
     order = list(dict.fromkeys(t.model))
     return t.pivot(index="model", columns="metric", values="value").loc[order, _XCROSS_METRICS]
+
+
+# UTGRec Table 2 (Amazon 2023 Instrument / Scientific / Game / Office; leave-last-out, full ranking):
+# the columns of the models this book reproduces. Transcribed from ``utgrec.txt``.
+UTGREC_DATASETS = ["Instrument", "Scientific", "Game", "Office"]
+UTGREC_METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
+_UTGREC_T2_MODELS = ["BERT4Rec", "SASRec", "TIGER", "LETTER", "UTGRec"]
+_UTGREC_T2 = {
+    "Instrument": [[0.0307, 0.0333, 0.0370, 0.0372, 0.0398], [0.0195, 0.0213, 0.0244, 0.0246, 0.0263],
+                   [0.0485, 0.0523, 0.0564, 0.0580, 0.0616], [0.0252, 0.0274, 0.0306, 0.0313, 0.0334]],
+    "Scientific": [[0.0186, 0.0259, 0.0264, 0.0279, 0.0308], [0.0119, 0.0150, 0.0175, 0.0182, 0.0204],
+                   [0.0296, 0.0412, 0.0422, 0.0435, 0.0481], [0.0155, 0.0199, 0.0226, 0.0232, 0.0255]],
+    "Game": [[0.0460, 0.0535, 0.0559, 0.0563, 0.0592], [0.0298, 0.0331, 0.0366, 0.0372, 0.0390],
+             [0.0735, 0.0847, 0.0868, 0.0877, 0.0909], [0.0386, 0.0438, 0.0467, 0.0473, 0.0491]],
+    "Office": [[0.0182, 0.0255, 0.0288, 0.0290, 0.0320], [0.0119, 0.0149, 0.0199, 0.0201, 0.0224],
+               [0.0277, 0.0375, 0.0417, 0.0421, 0.0462], [0.0150, 0.0187, 0.0241, 0.0243, 0.0269]],
+}
+UTGREC_TABLE2 = pd.DataFrame(
+    [(model, ds, metric, vals[k]) for ds, rows in _UTGREC_T2.items() for metric, vals in zip(UTGREC_METRICS, rows)
+     for k, model in enumerate(_UTGREC_T2_MODELS)],
+    columns=["model", "dataset", "metric", "value"])
+
+# UTGRec Table 3: ablations on Instrument and Scientific (Recall@10, NDCG@10); keys are our variant names.
+UTGREC_TABLE3 = pd.DataFrame(
+    [("full", "(0) UTGRec", 0.0616, 0.0334, 0.0481, 0.0255),
+     ("no-tree", "(1) w/o TreeCode", 0.0591, 0.0319, 0.0457, 0.0239),
+     ("no-ali", "(2) w/o L_Ali", 0.0599, 0.0321, 0.0464, 0.0243),
+     ("no-re", "(3) w/o L_Re", 0.0607, 0.0326, 0.0468, 0.0246),
+     ("no-ft-tokenizer", "(4) w/o FT(T)", 0.0551, 0.0302, 0.0415, 0.0218),
+     ("full-ft", "(5) Full FT", 0.0559, 0.0304, 0.0423, 0.0225),
+     ("no-pt-recommender", "(6) w/o PT(R)", 0.0583, 0.0315, 0.0451, 0.0236),
+     ("no-pt", "(7) w/o PT", 0.0575, 0.0310, 0.0444, 0.0232)],
+    columns=["variant", "label", "Instrument recall@10", "Instrument ndcg@10", "Scientific recall@10",
+             "Scientific ndcg@10"])
+
+
+def utgrec_table2(dataset: str) -> pd.DataFrame:
+    """One dataset of UTGRec Table 2 (paper-reported) as models x metrics."""
+    t = UTGREC_TABLE2[UTGREC_TABLE2.dataset == dataset]
+    if t.empty:
+        raise KeyError(f"UTGRec Table 2 has no dataset {dataset!r}; it has {UTGREC_DATASETS}")
+    return t.pivot(index="model", columns="metric", values="value").loc[_UTGREC_T2_MODELS, UTGREC_METRICS]

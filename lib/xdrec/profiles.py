@@ -179,7 +179,8 @@ _UTGREC_TOKENIZER_PAPER = {
     "max_text_tokens": 64,
     "lambda": 200.0, "alpha": 3.0, "mu": 0.01, "eta": 0.03, "temperature": 0.07,
     "image": False,  # no dataset here has item images
-    "max_items_per_domain": None,
+    "max_items_per_domain": None,  # items a tokenizer trains on, per domain (None: all)
+    "max_source_items_per_domain": None,  # the source domains' item universe, per domain (None: all)
     "pretrain": {"epochs": 3, "lr": 3e-4, "batch_size": 256},
     "finetune": {"epochs": 20, "lr": 1e-4, "batch_size": 256},
     "seed": 0,
@@ -193,6 +194,17 @@ _UTGREC_RECOMMENDER_PAPER = {
     "eval": {"beams": 50},
     "pretrain": {"epochs": 50, "lr": 5e-3, "batch_size": 1024},
     "finetune": {"epochs": 200, "lr": 3e-3, "batch_size": 1024, "patience": 10},
+}
+
+# LETTER (Wang et al., CIKM 2024; UTGRec's baseline): its published defaults, alpha = 0.02 for L_CF,
+# beta = 1e-4 for L_Div, 10 code clusters per codebook; the RQ-VAE itself is TIGER's.
+_LETTER_PAPER = {"alpha": 0.02, "beta": 1e-4, "n_clusters": 10}
+
+# UTGRec's studies: Figure 2 (T5 depth 1..6) and Figure 3 (alpha, mu, eta as the paper tunes them).
+_UTGREC_STUDIES_PAPER = {
+    "targets": ["Tools", "Sports", "Toys", "Electronics"],  # each held out in turn; the others are sources
+    "depths": [1, 2, 3, 4, 5, 6],
+    "sweeps": {"alpha": [0.3, 1, 3, 5, 10], "mu": [0.001, 0.003, 0.01, 0.03], "eta": [0.01, 0.03, 0.1, 0.3]},
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -209,6 +221,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "xcross": _XCROSS_PAPER,
         "utgrec_tokenizer": _UTGREC_TOKENIZER_PAPER,
         "utgrec_recommender": _UTGREC_RECOMMENDER_PAPER,
+        "letter": _LETTER_PAPER,
+        "utgrec_studies": _UTGREC_STUDIES_PAPER,
     },
     "book": {
         "device": "cpu",
@@ -284,24 +298,32 @@ PROFILES: dict[str, dict[str, Any]] = {
             "limited": {"sizes": [50, 100, 200], "subsets": 2},
             "id_baselines": {**_XCROSS_PAPER["id_baselines"], "epochs": 50, "patience": 3},
         },
-        # SmolLM2-135M cut to its first 2 layers, 16-token texts, 1,000 items per domain: see notebook 15
+        # SmolLM2-135M cut to its first 2 of 30 layers, 16-token texts. Measured on this machine
+        # (benchmarks/utgrec_tokenizer_throughput.py, one thread, both cores busy): 39 items/s encoded,
+        # 3.6 items/s trained (30 layers: 1.8 and 0.3). So the tokenizer trains on the 500 most
+        # interacted items of a domain for 2 + 2 epochs, and each source domain keeps its 2,000 most
+        # interacted items (for the tokenizer and the T5's pre-training); the target keeps all of them.
         "utgrec_tokenizer": {
             **_UTGREC_TOKENIZER_PAPER,
             "backbone": "smollm2-135m", "num_layers": 2, "mlp_hidden": 256,
             "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
             "decoder": {"d_model": 128, "n_heads": 4, "d_ff": 512},
-            "max_text_tokens": 16, "max_items_per_domain": 1000,
-            "pretrain": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
-            "finetune": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
+            "max_text_tokens": 16, "max_items_per_domain": 500, "max_source_items_per_domain": 2000,
+            "pretrain": {"epochs": 2, "lr": 1e-3, "batch_size": 32},
+            "finetune": {"epochs": 2, "lr": 1e-3, "batch_size": 32},
         },
-        # the book's TIGER T5 (2 + 2 layers, MLP 512); a capped number of encoder tokens per epoch
+        # the book's TIGER T5 (2 + 2 layers, MLP 512); 300k encoder tokens an epoch (~2.5 min on 2 cores)
         "utgrec_recommender": {
             "t5": {**{k: v for k, v in _TIGER_PAPER.items() if k not in ("seeds", "collision_rule")},
                    "n_layers": 2, "d_ff": 512},
             "eval": {"beams": 20},
-            "pretrain": {"epochs": 2, "lr": 3e-3, "batch_size": 256, "tokens_per_epoch": 900_000},
-            "finetune": {"epochs": 6, "lr": 3e-3, "batch_size": 256, "patience": 2},
+            "pretrain": {"epochs": 2, "lr": 3e-3, "batch_size": 256, "tokens_per_epoch": 300_000},
+            "finetune": {"epochs": 4, "lr": 3e-3, "batch_size": 256, "tokens_per_epoch": 300_000, "patience": 2},
         },
+        "letter": _LETTER_PAPER,
+        # Tools held out (the smallest domain: every target item is encoded); 3 depths, 3 values per sweep
+        "utgrec_studies": {**_UTGREC_STUDIES_PAPER, "targets": ["Tools"], "depths": [1, 2, 4],
+                           "sweeps": {"alpha": [1, 3, 10], "mu": [0.001, 0.01, 0.03], "eta": [0.01, 0.03, 0.3]}},
     },
     "ci": {
         "device": "cpu",
@@ -369,7 +391,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "backbone": "tiny", "num_layers": None, "code_dim": 8, "root_size": 32, "leaf_size": 64, "mlp_hidden": 32,
             "lora": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
             "decoder": {"d_model": 16, "n_heads": 2, "d_ff": 32},
-            "max_text_tokens": 8, "max_items_per_domain": 60,
+            "max_text_tokens": 8, "max_items_per_domain": 60, "max_source_items_per_domain": 200,
             "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 16},
             "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 16},
         },
@@ -379,6 +401,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "pretrain": {"epochs": 1, "lr": 3e-3, "batch_size": 64, "tokens_per_epoch": 20_000},
             "finetune": {"epochs": 1, "lr": 3e-3, "batch_size": 64, "tokens_per_epoch": 20_000, "patience": None},
         },
+        "letter": {**_LETTER_PAPER, "n_clusters": 4},
+        "utgrec_studies": {"targets": ["Tools"], "depths": [1], "sweeps": {"mu": [0.01], "eta": [0.0]}},
     },
 }
 

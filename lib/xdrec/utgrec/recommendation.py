@@ -16,7 +16,10 @@ Evaluation as TIGER's: leave-last-out on the target domain, full ranking over it
 constrained beam search, Recall/NDCG@5/10 on the ``generative_eval`` sample of test rows, with
 per-row ranks for paired tests. Variants (Table 3): see :data:`VARIANTS`.
 
-Command line: ``python -m xdrec.utgrec.recommendation --target Tools --profile book [--variant full]``.
+Baselines (:func:`run_baseline`): TIGER and LETTER on the target alone, with the same T5, schedule
+and test rows.
+
+Command line: ``python -m xdrec.utgrec.recommendation --target Tools --profile book [--variant full|tiger|letter] [--layers N]``.
 """
 from __future__ import annotations
 
@@ -59,10 +62,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def settings(profile: str) -> dict[str, Any]:
-    """The profile's ``utgrec_recommender`` section, and ``generative_eval`` with its ``eval`` overrides."""
+def settings(profile: str, t5: dict | None = None) -> dict[str, Any]:
+    """The profile's ``utgrec_recommender`` section (``t5`` overrides its T5 settings, e.g. Figure 2's
+    ``{"n_layers": 3}``), and ``generative_eval`` with its ``eval`` overrides."""
     prof = get_profile(profile)
     rec = dict(prof["utgrec_recommender"])
+    unknown = set(t5 or {}) - set(rec["t5"])
+    if unknown:
+        raise ValueError(f"unknown T5 setting(s) {sorted(unknown)}; the profile has {sorted(rec['t5'])}")
+    rec["t5"] = {**rec["t5"], **(t5 or {})}
     return {"recommender": rec, "eval": {**prof["generative_eval"], **rec.get("eval", {})}, "device": prof["device"]}
 
 
@@ -127,9 +135,9 @@ def _key(*parts) -> str:
 
 # ====================================================================== stages
 def pretrain_recommender(sources: Sequence[str], *, profile: str = "book", seed: int | None = None, data_root=None,
-                         force: bool = False, tokenizer_overrides: dict | None = None):
+                         force: bool = False, tokenizer_overrides: dict | None = None, t5: dict | None = None):
     """Multi-domain pre-training of the T5 on the source domains (Sec. 2.4.1); returns its checkpoint folder."""
-    cfg = settings(profile)
+    cfg = settings(profile, t5)
     tok_cfg = tz.settings(profile, tokenizer_overrides)
     seed = tok_cfg["seed"] if seed is None else seed
     ids_folder = tz.source_ids(sources, profile=profile, seed=seed, data_root=data_root, overrides=tokenizer_overrides)
@@ -141,7 +149,7 @@ def pretrain_recommender(sources: Sequence[str], *, profile: str = "book", seed:
         folder.mkdir(parents=True)
     if (folder / "t5.json").exists():
         return folder
-    ds = data.load(tok_cfg["dataset"], data_root, domains=list(sources))
+    ds = tz.load_domains(tok_cfg["dataset"], sources, data_root, tok_cfg.get("max_source_items_per_domain"))
     model = _model(ds, ids_for(ds, ids_folder), cfg, codebook_sizes(tok_cfg), seed)
     split = data.leave_last_out(ds)
     rc = cfg["recommender"]["pretrain"]
@@ -158,50 +166,17 @@ def pretrain_recommender(sources: Sequence[str], *, profile: str = "book", seed:
     return folder
 
 
-def result_name(target: str, variant: str, seed: int) -> str:
-    return f"utgrec__{target}__{variant}__seed{seed}"
+def result_name(target: str, variant: str, seed: int, n_layers: int | None = None) -> str:
+    return f"utgrec__{target}__{variant}{'' if n_layers is None else f'-L{n_layers}'}__seed{seed}"
 
 
-def run_utgrec(target: str, sources: Sequence[str] | None = None, *, variant: str = "full", profile: str = "book",
-               seed: int | None = None, data_root=None, force: bool = False) -> dict[str, Any]:
-    """Tokenize, (pre-train,) fine-tune and test UTGRec on ``target``; returns the stored result."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-    v = VARIANTS[variant]
-    cfg = settings(profile)
-    tok_over = v.get("tokenizer")
-    tok_cfg = tz.settings(profile, tok_over)
-    seed = tok_cfg["seed"] if seed is None else seed
-    domains = get_profile(profile)["xcross"]["domains"]
-    sources = list(sources or [d for d in domains if d != target])
-    config = {**cfg, "tokenizer": tok_cfg, "variant": variant, "target": target, "sources": sources, "seed": seed}
-    fp = code_fingerprint(*FINGERPRINT_MODULES)
-    name = result_name(target, variant, seed)
-    if not force:
-        stored = load_if_current(name, profile, fp, config)
-        if stored is not None:
-            return stored
-    t0 = time.perf_counter()
-    if v.get("domain_specific"):  # w/o PT: the tokenizer learns on the target's items only
-        ids_folder = tz.finetune(target, [target], profile=profile, seed=seed, data_root=data_root, tune=False,
-                                 overrides=tok_over)
-        pre = None
-    else:
-        ids_folder = tz.finetune(target, sources, profile=profile, seed=seed, data_root=data_root,
-                                 tune=v.get("tune_tokenizer", True),
-                                 freeze_codebook_vectors=v.get("freeze_codebook_vectors", True), overrides=tok_over)
-        pre = (pretrain_recommender(sources, profile=profile, seed=seed, data_root=data_root,
-                                    tokenizer_overrides=tok_over)
-               if v.get("pretrain_recommender", True) else None)
-    ds = data.load(tok_cfg["dataset"], data_root, domains=[target])
-    model = _model(ds, ids_for(ds, ids_folder), cfg, codebook_sizes(tok_cfg), seed)
-    if pre is not None:  # the pre-trained T5, over the source items and their IDs, hands its weights on
-        src_ds = data.load(tok_cfg["dataset"], data_root, domains=sources)
-        src_ids = tz.source_ids(sources, profile=profile, seed=seed, data_root=data_root, overrides=tok_over)
-        src = _model(src_ds, ids_for(src_ds, src_ids), cfg, codebook_sizes(tok_cfg), seed)
-        src.t5.load_state_dict(load_safetensors(pre / "t5.safetensors"))
-        transfer_t5(src, model)
-        del src
+def baseline_result_name(target: str, tokenizer: str, seed: int, n_layers: int | None = None) -> str:
+    return f"utgrec_baseline__{target}__{tokenizer}{'' if n_layers is None else f'-L{n_layers}'}__seed{seed}"
+
+
+def _fit_and_test(model: TIGER, ds, cfg: dict, *, name: str, config: dict, fp: str, ckpt_name: str, profile: str,
+                  seed: int, dataset: str, force: bool, t0: float, extra: dict) -> dict[str, Any]:
+    """Train ``model`` on the target's training timelines (early stopping on validation Recall@10), test, store."""
     split = data.leave_last_out(ds)
     ev, rc = cfg["eval"], cfg["recommender"]["finetune"]
     valid = sample_rows(split.valid, ev["valid_rows_per_domain"], seed)
@@ -213,7 +188,7 @@ def run_utgrec(target: str, sources: Sequence[str] | None = None, *, variant: st
         res = evaluate_generative(m.recommend, valid, k=ev["top_k"], batch_size=ev["batch_size"])
         return {k: res["all"][k] for k in REPORTED}
 
-    ckpt = checkpoint_dir("utgrec", profile, f"t5-{target}-{variant}-seed{seed}-{_key(config, fp, ids_folder.name)}")
+    ckpt = checkpoint_dir("utgrec", profile, f"{ckpt_name}-seed{seed}-{_key(config, fp)}")
     if force:
         shutil.rmtree(ckpt, ignore_errors=True)
         ckpt.mkdir(parents=True)
@@ -228,24 +203,131 @@ def run_utgrec(target: str, sources: Sequence[str] | None = None, *, variant: st
     metrics = {k: float(np.mean(out["all"][k])) for k in REPORTED} | {"n": len(test)}
     extra = {"rows": {"user": test["user"].tolist(), "target": test["target"].tolist(),
                       "rank": out["all"]["rank"].tolist()},
-             "training": res.to_dict(), "ids": read_json(ids_folder / "ids.json")["stats"],
-             "pretrained_recommender": None if pre is None else pre.name}
-    save_result(name, metrics, profile=profile, dataset=f"{tok_cfg['dataset']}/{target}", seed=seed,
+             "training": res.to_dict(), **extra}
+    save_result(name, metrics, profile=profile, dataset=dataset, seed=seed,
                 split=f"leave-last-out; test: up to {ev['test_rows_per_domain']} rows", config=config,
                 wall_time_s=time.perf_counter() - t0, trainable_params=count_trainable_params(model), extra=extra,
                 code_fingerprint=fp)
     return load_if_current(name, profile, fp, config)
 
 
+def run_utgrec(target: str, sources: Sequence[str] | None = None, *, variant: str = "full", profile: str = "book",
+               seed: int | None = None, data_root=None, force: bool = False, n_layers: int | None = None,
+               tokenizer_overrides: dict | None = None, name: str | None = None) -> dict[str, Any]:
+    """Tokenize, (pre-train,) fine-tune and test UTGRec on ``target``; returns the stored result.
+
+    ``n_layers`` sets the T5's depth (Figure 2); ``tokenizer_overrides`` change tokenizer settings
+    on top of the variant's (Figure 3's ``alpha``, ``mu``, ``eta``), under the result ``name``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    v = VARIANTS[variant]
+    t5 = None if n_layers is None else {"n_layers": n_layers}
+    cfg = settings(profile, t5)
+    tok_over = {**(v.get("tokenizer") or {}), **(tokenizer_overrides or {})} or None
+    tok_cfg = tz.settings(profile, tok_over)
+    seed = tok_cfg["seed"] if seed is None else seed
+    domains = get_profile(profile)["xcross"]["domains"]
+    sources = list(sources or [d for d in domains if d != target])
+    config = {**cfg, "tokenizer": tok_cfg, "variant": variant, "target": target, "sources": sources, "seed": seed}
+    fp = code_fingerprint(*FINGERPRINT_MODULES)
+    name = name or result_name(target, variant, seed, n_layers)
+    if not force:
+        stored = load_if_current(name, profile, fp, config)
+        if stored is not None:
+            return stored
+    t0 = time.perf_counter()
+    if v.get("domain_specific"):  # w/o PT: the tokenizer learns on the target's items only
+        ids_folder = tz.finetune(target, [target], profile=profile, seed=seed, data_root=data_root, tune=False,
+                                 overrides=tok_over)
+        pre = None
+    else:
+        ids_folder = tz.finetune(target, sources, profile=profile, seed=seed, data_root=data_root,
+                                 tune=v.get("tune_tokenizer", True),
+                                 freeze_codebook_vectors=v.get("freeze_codebook_vectors", True), overrides=tok_over)
+        pre = (pretrain_recommender(sources, profile=profile, seed=seed, data_root=data_root,
+                                    tokenizer_overrides=tok_over, t5=t5)
+               if v.get("pretrain_recommender", True) else None)
+    ds = data.load(tok_cfg["dataset"], data_root, domains=[target])
+    model = _model(ds, ids_for(ds, ids_folder), cfg, codebook_sizes(tok_cfg), seed)
+    if pre is not None:  # the pre-trained T5, over the source items and their IDs, hands its weights on
+        src_ds = tz.load_domains(tok_cfg["dataset"], sources, data_root, tok_cfg.get("max_source_items_per_domain"))
+        src_ids = tz.source_ids(sources, profile=profile, seed=seed, data_root=data_root, overrides=tok_over)
+        src = _model(src_ds, ids_for(src_ds, src_ids), cfg, codebook_sizes(tok_cfg), seed)
+        src.t5.load_state_dict(load_safetensors(pre / "t5.safetensors"))
+        transfer_t5(src, model)
+        del src
+    return _fit_and_test(model, ds, cfg, name=name, config=config, fp=fp, ckpt_name=f"t5-{target}-{variant}",
+                         profile=profile, seed=seed, dataset=f"{tok_cfg['dataset']}/{target}", force=force, t0=t0,
+                         extra={"ids": read_json(ids_folder / "ids.json")["stats"],
+                                "pretrained_recommender": None if pre is None else pre.name})
+
+
+BASELINES = ("tiger", "letter")
+
+
+def run_baseline(target: str, tokenizer: str = "tiger", *, profile: str = "book", seed: int | None = None,
+                 data_root=None, force: bool = False, n_layers: int | None = None) -> dict[str, Any]:
+    """TIGER or LETTER on ``target`` alone, as UTGRec's Table 2 compares them.
+
+    The items get the tokenizer's IDs (an RQ-VAE on their MiniLM text embeddings, trained on the
+    target's items: :func:`~xdrec.tiger.semantic_ids.tiger_semantic_ids` or
+    :func:`~xdrec.letter.semantic_ids.letter_semantic_ids`); the T5, its training schedule (the
+    profile's fine-tuning stage, from scratch) and the test rows are UTGRec's, so that only the
+    identifiers and the pre-training differ.
+    """
+    from ..letter.semantic_ids import FINGERPRINT_MODULES as LETTER_MODULES
+    from ..letter.semantic_ids import letter_semantic_ids
+    from ..letter.semantic_ids import settings as letter_settings
+    from ..tiger.semantic_ids import FINGERPRINT_MODULES as TIGER_MODULES
+    from ..tiger.semantic_ids import rqvae_settings, tiger_semantic_ids
+
+    if tokenizer not in BASELINES:
+        raise ValueError(f"tokenizer must be one of {BASELINES}, got {tokenizer!r}")
+    cfg = settings(profile, None if n_layers is None else {"n_layers": n_layers})
+    tok_cfg = tz.settings(profile)
+    dataset = tok_cfg["dataset"]
+    seed = tok_cfg["seed"] if seed is None else seed
+    ids_cfg = letter_settings(profile, dataset) if tokenizer == "letter" else rqvae_settings(profile, dataset)
+    config = {**cfg, "tokenizer": tokenizer, "ids": ids_cfg, "target": target, "seed": seed}
+    fp = code_fingerprint(*FINGERPRINT_MODULES, *(LETTER_MODULES if tokenizer == "letter" else TIGER_MODULES))
+    name = baseline_result_name(target, tokenizer, seed, n_layers)
+    if not force:
+        stored = load_if_current(name, profile, fp, config)
+        if stored is not None:
+            return stored
+    t0 = time.perf_counter()
+    if tokenizer == "letter":
+        sid = letter_semantic_ids(dataset, [target], profile, seed, root=data_root)
+    else:
+        sid = tiger_semantic_ids(dataset, profile, seed, domains=[target], root=data_root)
+    ds = data.load(dataset, data_root, domains=[target])
+    if len(ds.items) != len(sid.items) or not (ds.items["item_key"].to_numpy() == sid.items["item_key"].to_numpy()).all():
+        raise ValueError(f"{sid.directory}: its items are not the items of {dataset}/{target} (stale cache?)")
+    model = _model(ds, sid.ids, cfg, sid.codebook_sizes, seed)
+    return _fit_and_test(model, ds, cfg, name=name, config=config, fp=fp, ckpt_name=f"t5-{target}-{tokenizer}",
+                         profile=profile, seed=seed, dataset=f"{dataset}/{target}", force=force, t0=t0,
+                         extra={"ids": {"rule": sid.rule, "codebook_sizes": sid.codebook_sizes,
+                                        "stats": sid.stats["all"],
+                                        "directory": str(sid.directory.relative_to(checkpoint_dir()))}})
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", required=True)
-    ap.add_argument("--variant", default="full", choices=sorted(VARIANTS))
+    ap.add_argument("--variant", default="full", choices=sorted(VARIANTS) + list(BASELINES),
+                    help="a Table 3 variant of UTGRec, or a baseline (tiger, letter) on the target alone")
+    ap.add_argument("--layers", type=int, default=None, help="T5 depth (Figure 2); default: the profile's")
     ap.add_argument("--profile", default="book")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    rec = run_utgrec(args.target, variant=args.variant, profile=args.profile, data_root=args.data_root, force=args.force)
+    if args.variant in BASELINES:
+        rec = run_baseline(args.target, args.variant, profile=args.profile, data_root=args.data_root, force=args.force,
+                           n_layers=args.layers)
+    else:
+        rec = run_utgrec(args.target, variant=args.variant, profile=args.profile, data_root=args.data_root,
+                         force=args.force, n_layers=args.layers)
     print(rec["name"], json.dumps(rec["metrics"]))
 
 

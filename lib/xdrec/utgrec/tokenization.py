@@ -11,7 +11,9 @@ Identifiers have ``L`` codes; items that share all of them are separated by movi
 the nearest free leaf code (:func:`xdrec.utgrec.codebooks.unique_ids`). Co-occurrence uses each
 user's in-domain sequence without its last two items (the validation and test targets of the
 leave-last-out split the recommender is evaluated on). The profile's ``max_items_per_domain`` caps
-the items a tokenizer *trains* on (the most frequent ones); every item of a domain is encoded.
+the items a tokenizer *trains* on (the most frequent ones); every item of the target domain is
+encoded. ``max_source_items_per_domain`` (``None`` at paper scale) caps the source domains
+themselves, for the tokenizer and the recommender's pre-training alike (:func:`load_domains`).
 
 Cached and resumable like the other stages: each run trains through :func:`xdrec.training.fit` in
 a checkpoint folder keyed by its settings and by the code (:data:`FINGERPRINT_MODULES`)::
@@ -76,10 +78,33 @@ class DomainItems:
         return np.sort(keep.to_numpy())
 
 
-def domain_items(dataset: str, domains: Sequence[str], data_root=None) -> DomainItems:
+def load_domains(dataset: str, domains: Sequence[str], data_root=None, max_items_per_domain: int | None = None):
+    """``dataset`` restricted to ``domains`` and, with a cap, to each domain's most-interacted items.
+
+    The cap is the ``book`` profile's way to keep the source domains affordable on a CPU (every
+    source item is encoded through the LM): items are ranked by their interactions in the
+    training sequences (each user's sequence without its last two items), ties by item id;
+    interactions with the other items are dropped (:meth:`~xdrec.data.MultiDomainDataset.filter_items`).
+    """
     from .. import data as xdata
 
     ds = xdata.load(dataset, data_root, domains=list(domains))
+    if max_items_per_domain is None:
+        return ds
+    train = [s[:-2] for d in ds.domains for s in ds.sequences(d).values()]
+    counts = np.bincount(np.concatenate(train) if train else np.zeros(0, int), minlength=ds.n_items)
+    keep = np.zeros(ds.n_items, dtype=bool)
+    for d in ds.domains:
+        items = ds.domain_items(d)
+        order = np.lexsort((items, -counts[items]))
+        keep[items[order[:max_items_per_domain]]] = True
+    return ds.filter_items(keep)
+
+
+def domain_items(dataset: str, domains: Sequence[str], data_root=None, max_items_per_domain: int | None = None
+                 ) -> DomainItems:
+    """The items of ``domains`` (capped as :func:`load_domains`), their texts and co-occurring items."""
+    ds = load_domains(dataset, domains, data_root, max_items_per_domain)
     texts = ds.item_texts()
     rows, seqs = [], []
     for d in domains:
@@ -93,6 +118,23 @@ def domain_items(dataset: str, domains: Sequence[str], data_root=None) -> Domain
     local[table["item"].to_numpy()] = np.arange(len(table))
     neighbours = cooccurring_items(([int(local[i]) for i in s] for s in seqs), len(table))
     return DomainItems(list(domains), table, neighbours)
+
+
+def workload(cfg: dict, n_items: dict[str, int], target: str) -> dict[str, int]:
+    """How many items one held-out ``target`` puts through the LM, by :func:`finetune` with its pre-training:
+
+    ``encoded`` (forward only): the k-means sample of the pre-training items, every (capped) source
+    item for its ID, every target item for its ID; ``trained`` (item-steps of Eq. 13, each with a
+    co-occurring item): the pre-training items for ``pretrain.epochs``, the target's training items
+    for ``finetune.epochs``. ``n_items``: every domain's item count.
+    """
+    src_cap, train_cap = cfg.get("max_source_items_per_domain"), cfg["max_items_per_domain"]
+    sources = [d for d in n_items if d != target]
+    src = {d: min(n_items[d], src_cap or n_items[d]) for d in sources}
+    train_src = sum(min(n, train_cap or n) for n in src.values())
+    train_tgt = min(n_items[target], train_cap or n_items[target])
+    return {"encoded": train_src + sum(src.values()) + n_items[target],
+            "trained": train_src * cfg["pretrain"]["epochs"] + train_tgt * cfg["finetune"]["epochs"]}
 
 
 # ====================================================================== model
@@ -180,7 +222,7 @@ def pretrain(sources: Sequence[str], *, profile: str = "book", seed: int | None 
     if meta.exists() and not force:
         return folder
     t0 = time.perf_counter()
-    items = domain_items(cfg["dataset"], sources, data_root)
+    items = domain_items(cfg["dataset"], sources, data_root, cfg.get("max_source_items_per_domain"))
     model, tok = build(cfg, seed)
     rows = items.training_rows(cfg["max_items_per_domain"])
     # codebooks start at k-means of the untrained encoder's representations (as TIGER's RQ-VAE)
@@ -271,7 +313,7 @@ def source_ids(sources: Sequence[str], *, profile: str = "book", seed: int | Non
     meta = pre / "ids.json"
     if meta.exists() and not force:
         return pre
-    items = domain_items(cfg["dataset"], sources, data_root)
+    items = domain_items(cfg["dataset"], sources, data_root, cfg.get("max_source_items_per_domain"))
     model, tok = load_pretrained(pre, cfg, seed)
     _, codes, dist = encode_items(model, tok, items, cfg)
     table, ids = _ids_table(items, codes, dist)
@@ -288,8 +330,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    cfg = settings(args.profile)
-    sources = args.sources or [d for d in ("Tools", "Sports", "Toys", "Electronics") if d != args.target]
+    domains = get_profile(args.profile)["xcross"]["domains"]
+    sources = args.sources or [d for d in domains if d != args.target]
     folder = finetune(args.target, sources, profile=args.profile, data_root=args.data_root, force=args.force)
     print(folder, json.dumps(read_json(folder / "ids.json")["stats"]))
 

@@ -1,0 +1,107 @@
+"""Every UTGRec study on a held-out target of ``amazon18-xcross``, resumable: Tables 2-3, Figures 2-3.
+
+Studies (each run is cached as a result in ``results/<profile>/``; a rerun skips finished ones):
+
+- ``table2``: UTGRec, and TIGER and LETTER on the target alone
+  (:func:`~xdrec.utgrec.recommendation.run_baseline`); SASRec and BERT4Rec are the foundation's
+  single-domain results (:mod:`xdrec.baselines.experiment`), run here if missing;
+- ``table3``: every variant of :data:`~xdrec.utgrec.recommendation.VARIANTS`;
+- ``depth`` (Figure 2): UTGRec, TIGER and LETTER with 1 .. 6 T5 layers (the profile's
+  ``utgrec_studies.depths``);
+- ``sweeps`` (Figure 3): the tokenizer's ``mu`` and ``eta`` (and ``alpha``, which weighs the image
+  terms and so changes nothing without images: it is swept only with ``image=True``);
+- ``all``: the four in turn.
+
+Command line: ``python -m xdrec.utgrec.experiment all --profile book [--targets Tools]``.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from ..profiles import get_profile
+from . import recommendation as rec
+from . import tokenization as tz
+
+STUDIES = ("table2", "table3", "depth", "sweeps")
+ID_BASELINES = ("sasrec-ce", "bert4rec")
+
+
+def sweep_name(target: str, setting: str, value: float, seed: int) -> str:
+    return f"utgrec__{target}__{setting}-{value:g}__seed{seed}"
+
+
+def sweep_values(profile: str) -> dict[str, list[float]]:
+    """The Figure 3 values to run: ``mu`` and ``eta``; ``alpha`` only when the tokenizer has images."""
+    sweeps = dict(get_profile(profile)["utgrec_studies"]["sweeps"])
+    if not tz.settings(profile).get("image"):
+        sweeps.pop("alpha", None)
+    return sweeps
+
+
+def run_table2(target: str, profile: str, data_root=None) -> dict[str, Any]:
+    from ..baselines.experiment import run_id_baseline
+
+    dataset = tz.settings(profile)["dataset"]
+    out = {m: run_id_baseline(m, dataset, target, profile=profile, data_root=data_root) for m in ID_BASELINES}
+    for b in rec.BASELINES:
+        out[b] = rec.run_baseline(target, b, profile=profile, data_root=data_root)
+    out["utgrec"] = rec.run_utgrec(target, profile=profile, data_root=data_root)
+    return out
+
+
+def run_table3(target: str, profile: str, data_root=None) -> dict[str, Any]:
+    return {v: rec.run_utgrec(target, variant=v, profile=profile, data_root=data_root) for v in rec.VARIANTS}
+
+
+def run_depth(target: str, profile: str, data_root=None) -> dict[tuple[str, int], Any]:
+    """Figure 2: each model at every depth; the profile's own depth is the Table 2 run."""
+    main_depth = rec.settings(profile)["recommender"]["t5"]["n_layers"]
+    out = {}
+    for n in get_profile(profile)["utgrec_studies"]["depths"]:
+        layers = None if n == main_depth else n
+        out["utgrec", n] = rec.run_utgrec(target, profile=profile, data_root=data_root, n_layers=layers)
+        for b in rec.BASELINES:
+            out[b, n] = rec.run_baseline(target, b, profile=profile, data_root=data_root, n_layers=layers)
+    return out
+
+
+def run_sweeps(target: str, profile: str, data_root=None) -> dict[tuple[str, float], Any]:
+    """Figure 3: one run per value; the profile's own value is the main (``full``) run."""
+    cfg = tz.settings(profile)
+    out = {}
+    for setting, values in sweep_values(profile).items():
+        for value in values:
+            if value == cfg[setting]:
+                out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root)
+            else:
+                out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root,
+                                                     tokenizer_overrides={setting: value},
+                                                     name=sweep_name(target, setting, value, cfg["seed"]))
+    return out
+
+
+RUNNERS = {"table2": run_table2, "table3": run_table3, "depth": run_depth, "sweeps": run_sweeps}
+
+
+def run_all(targets: Sequence[str] | None = None, *, profile: str = "book", studies: Sequence[str] = STUDIES,
+            data_root=None) -> None:
+    targets = targets or get_profile(profile)["utgrec_studies"]["targets"]
+    for target in targets:
+        for study in studies:
+            RUNNERS[study](target, profile, data_root)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", choices=list(STUDIES) + ["all"])
+    ap.add_argument("--profile", default="book")
+    ap.add_argument("--targets", nargs="*", default=None, help="default: the profile's utgrec_studies.targets")
+    ap.add_argument("--data-root", default=None)
+    args = ap.parse_args(argv)
+    run_all(args.targets, profile=args.profile, studies=STUDIES if args.study == "all" else [args.study],
+            data_root=args.data_root)
+
+
+if __name__ == "__main__":
+    main()
