@@ -572,3 +572,61 @@ def test_studies_reuse_the_main_run_at_the_profiles_own_depth_and_loss_weights(m
     assert "tokenizer_overrides" not in sweeps["mu", 0.01]
     assert sweeps["mu", 0.1]["tokenizer_overrides"] == {"mu": 0.1}
     assert sweeps["mu", 0.1]["name"] == "utgrec__Tools__mu-0.1__seed0"
+
+
+def test_studies_stored_only_leave_out_the_runs_without_a_stored_result(monkeypatch, tmp_path):
+    from xdrec.profiles import PROFILES
+    from xdrec.utgrec import experiment as ex
+    from xdrec.utgrec import recommendation as rec_mod
+
+    monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
+    monkeypatch.setattr(rec_mod, "run_baseline", lambda target, b, **k: k)
+    monkeypatch.setattr(ex, "results_dir", lambda profile: tmp_path)
+    monkeypatch.setitem(PROFILES["ci"], "utgrec_studies",
+                        {"targets": ["Tools"], "depths": [1, 2], "sweeps": {"mu": [0.01, 0.1], "eta": [0.0]}})
+    assert ex.run_depth("Tools", "ci", stored_only=True) == {}
+    assert ex.run_sweeps("Tools", "ci", stored_only=True) == {}
+    for name in ("utgrec__Tools__full__seed0", "utgrec_baseline__Tools__tiger-L2__seed0", "utgrec__Tools__eta-0__seed0"):
+        (tmp_path / f"{name}.json").write_text("{}")
+    assert set(ex.run_depth("Tools", "ci", stored_only=True)) == {("utgrec", 1), ("tiger", 2)}
+    assert set(ex.run_sweeps("Tools", "ci", stored_only=True)) == {("mu", 0.01), ("eta", 0.0)}
+    assert set(ex.run_depth("Tools", "ci")) == {(m, n) for m in ("utgrec", "tiger", "letter") for n in (1, 2)}
+
+
+def test_standardized_mlp_inputs_equal_an_explicit_per_feature_standardisation():
+    import copy
+
+    enc = _encoder()
+    g = torch.Generator().manual_seed(0)
+    # states as a small LM gives them: a large shared vector, small differences between items
+    h = 40 * torch.randn(32, generator=g) + 0.05 * torch.randn(50, 3, 32, generator=g)
+    h[..., 7] = 3.0  # a constant feature: its spread is floored, not divided by zero
+    before = copy.deepcopy(enc.mlp)
+    enc.standardize_mlp_inputs(h)
+    flat = h.reshape(-1, 32)
+    m, s = flat.mean(0), flat.std(0)
+    s = s.clamp_min(0.01 * s.mean())
+    torch.testing.assert_close(enc.mlp(h), before((h - m) / s), rtol=1e-4, atol=1e-4)
+    spread = lambda out: (out.std(0).norm(dim=-1) / out.mean(0).norm(dim=-1)).mean()
+    assert spread(enc.mlp(h)) > 10 * spread(before(h))  # items are told apart before training starts
+    with pytest.raises(ValueError, match="width"):
+        enc.standardize_mlp_inputs(torch.randn(5, 3, 8))
+
+
+def test_tables_stored_only_leave_out_the_runs_without_a_stored_result(monkeypatch, tmp_path):
+    from xdrec.baselines import experiment as id_ex
+    from xdrec.utgrec import experiment as ex
+    from xdrec.utgrec import recommendation as rec_mod
+
+    monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
+    monkeypatch.setattr(rec_mod, "run_baseline", lambda target, b, **k: k)
+    monkeypatch.setattr(id_ex, "run_id_baseline", lambda m, dataset, target, **k: k)
+    monkeypatch.setattr(ex, "results_dir", lambda profile: tmp_path)
+    assert ex.run_table2("Tools", "ci", stored_only=True) == {} and ex.run_table3("Tools", "ci", stored_only=True) == {}
+    for name in ("id_baseline__amazon18-xcross__Tools__bert4rec__seed0", "utgrec_baseline__Tools__letter__seed0",
+                 "utgrec__Tools__no-tree__seed0"):
+        (tmp_path / f"{name}.json").write_text("{}")
+    assert set(ex.run_table2("Tools", "ci", stored_only=True)) == {"bert4rec", "letter"}
+    assert set(ex.run_table3("Tools", "ci", stored_only=True)) == {"no-tree"}
+    assert set(ex.run_table2("Tools", "ci")) == {"sasrec-ce", "bert4rec", "tiger", "letter", "utgrec"}
+    assert set(ex.run_table3("Tools", "ci")) == set(rec_mod.VARIANTS)

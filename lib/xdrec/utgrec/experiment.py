@@ -20,6 +20,7 @@ import argparse
 from typing import Any, Sequence
 
 from ..profiles import get_profile
+from ..paths import results_dir
 from . import recommendation as rec
 from . import tokenization as tz
 
@@ -39,45 +40,70 @@ def sweep_values(profile: str) -> dict[str, list[float]]:
     return sweeps
 
 
-def run_table2(target: str, profile: str, data_root=None) -> dict[str, Any]:
+def _stored(name: str, profile: str) -> bool:
+    return (results_dir(profile) / f"{name}.json").exists()
+
+
+def run_table2(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[str, Any]:
+    """Table 2 on ``target``: SASRec, BERT4Rec, TIGER, LETTER, UTGRec (``stored_only`` as in :func:`run_depth`)."""
+    from ..baselines.experiment import result_name as id_name
     from ..baselines.experiment import run_id_baseline
 
-    dataset = tz.settings(profile)["dataset"]
-    out = {m: run_id_baseline(m, dataset, target, profile=profile, data_root=data_root) for m in ID_BASELINES}
+    cfg = tz.settings(profile)
+    dataset, seed = cfg["dataset"], cfg["seed"]
+    out = {m: run_id_baseline(m, dataset, target, profile=profile, data_root=data_root, seed=seed)
+           for m in ID_BASELINES if not stored_only or _stored(id_name(m, dataset, target, seed), profile)}
     for b in rec.BASELINES:
-        out[b] = rec.run_baseline(target, b, profile=profile, data_root=data_root)
-    out["utgrec"] = rec.run_utgrec(target, profile=profile, data_root=data_root)
+        if not stored_only or _stored(rec.baseline_result_name(target, b, seed), profile):
+            out[b] = rec.run_baseline(target, b, profile=profile, data_root=data_root)
+    if not stored_only or _stored(rec.result_name(target, "full", seed), profile):
+        out["utgrec"] = rec.run_utgrec(target, profile=profile, data_root=data_root)
     return out
 
 
-def run_table3(target: str, profile: str, data_root=None) -> dict[str, Any]:
-    return {v: rec.run_utgrec(target, variant=v, profile=profile, data_root=data_root) for v in rec.VARIANTS}
+def run_table3(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[str, Any]:
+    """Table 3 on ``target``: every variant of UTGRec (``stored_only`` as in :func:`run_depth`)."""
+    seed = tz.settings(profile)["seed"]
+    return {v: rec.run_utgrec(target, variant=v, profile=profile, data_root=data_root) for v in rec.VARIANTS
+            if not stored_only or _stored(rec.result_name(target, v, seed), profile)}
 
 
-def run_depth(target: str, profile: str, data_root=None) -> dict[tuple[str, int], Any]:
-    """Figure 2: each model at every depth; the profile's own depth is the Table 2 run."""
+def run_depth(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[tuple[str, int], Any]:
+    """Figure 2: each model at every depth; the profile's own depth is the Table 2 run.
+
+    ``stored_only``: leave out the runs that have no stored result instead of training them
+    (a stored result made by other code or settings is still recomputed).
+    """
     main_depth = rec.settings(profile)["recommender"]["t5"]["n_layers"]
+    seed = tz.settings(profile)["seed"]
     out = {}
     for n in get_profile(profile)["utgrec_studies"]["depths"]:
         layers = None if n == main_depth else n
-        out["utgrec", n] = rec.run_utgrec(target, profile=profile, data_root=data_root, n_layers=layers)
+        if not stored_only or _stored(rec.result_name(target, "full", seed, layers), profile):
+            out["utgrec", n] = rec.run_utgrec(target, profile=profile, data_root=data_root, n_layers=layers)
         for b in rec.BASELINES:
-            out[b, n] = rec.run_baseline(target, b, profile=profile, data_root=data_root, n_layers=layers)
+            if not stored_only or _stored(rec.baseline_result_name(target, b, seed, layers), profile):
+                out[b, n] = rec.run_baseline(target, b, profile=profile, data_root=data_root, n_layers=layers)
     return out
 
 
-def run_sweeps(target: str, profile: str, data_root=None) -> dict[tuple[str, float], Any]:
-    """Figure 3: one run per value; the profile's own value is the main (``full``) run."""
+def run_sweeps(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[tuple[str, float], Any]:
+    """Figure 3: one run per value; the profile's own value is the main (``full``) run.
+
+    ``stored_only`` as in :func:`run_depth`.
+    """
     cfg = tz.settings(profile)
     out = {}
     for setting, values in sweep_values(profile).items():
         for value in values:
             if value == cfg[setting]:
-                out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root)
+                if not stored_only or _stored(rec.result_name(target, "full", cfg["seed"]), profile):
+                    out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root)
             else:
-                out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root,
-                                                     tokenizer_overrides={setting: value},
-                                                     name=sweep_name(target, setting, value, cfg["seed"]))
+                name = sweep_name(target, setting, value, cfg["seed"])
+                if not stored_only or _stored(name, profile):
+                    out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root,
+                                                         tokenizer_overrides={setting: value}, name=name)
     return out
 
 

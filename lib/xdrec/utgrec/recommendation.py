@@ -205,7 +205,7 @@ def _fit_and_test(model: TIGER, ds, cfg: dict, *, name: str, config: dict, fp: s
                       "rank": out["all"]["rank"].tolist()},
              "training": res.to_dict(), **extra}
     save_result(name, metrics, profile=profile, dataset=dataset, seed=seed,
-                split=f"leave-last-out; test: up to {ev['test_rows_per_domain']} rows", config=config,
+                split=f"leave-last-out; test: {len(test)} rows", config=config,
                 wall_time_s=time.perf_counter() - t0, trainable_params=count_trainable_params(model), extra=extra,
                 code_fingerprint=fp)
     return load_if_current(name, profile, fp, config)

@@ -172,8 +172,10 @@ def _collator(tok, items: DomainItems, cfg: dict, seed: int, with_positives: boo
 
 
 @torch.no_grad()
-def encode_items(model: UniversalItemTokenizer, tok, items: DomainItems, cfg: dict, batch_size: int = 64):
-    """``(H' [N, L, d_c], codes [N, L], squared distances [N, K] of the last two levels)`` of every item."""
+def encode_items(model: UniversalItemTokenizer, tok, items: DomainItems, cfg: dict, batch_size: int = 64,
+                 lm_states: bool = False):
+    """``(H' [N, L, d_c], codes [N, L], squared distances [N, K] of the last two levels)`` of every item
+    (``lm_states``: only the LM's code-token states ``H [N, L, d]``, before the MLP)."""
     from ..progress import progress
 
     was = model.training
@@ -184,6 +186,9 @@ def encode_items(model: UniversalItemTokenizer, tok, items: DomainItems, cfg: di
     try:
         for start in progress(range(0, len(items.items), batch_size), desc="encoding items", leave=False):
             b = col(np.arange(start, min(start + batch_size, len(items.items))))
+            if lm_states:
+                hp.append(model.encoder(b["prompt_ids"].to(device), b["prompt_mask"].to(device))[0].cpu())
+                continue
             _, h, q = model.encode(b["prompt_ids"].to(device), b["prompt_mask"].to(device))
             hp.append(h.cpu())
             codes.append(q.codes.cpu())
@@ -191,6 +196,8 @@ def encode_items(model: UniversalItemTokenizer, tok, items: DomainItems, cfg: di
             prev.append(q.prev_distances.cpu())
     finally:
         model.train(was)
+    if lm_states:
+        return torch.cat(hp)
     return torch.cat(hp), torch.cat(codes), (torch.cat(dist), torch.cat(prev))
 
 
@@ -225,10 +232,13 @@ def pretrain(sources: Sequence[str], *, profile: str = "book", seed: int | None 
     items = domain_items(cfg["dataset"], sources, data_root, cfg.get("max_source_items_per_domain"))
     model, tok = build(cfg, seed)
     rows = items.training_rows(cfg["max_items_per_domain"])
-    # codebooks start at k-means of the untrained encoder's representations (as TIGER's RQ-VAE)
+    # the MLP starts on standardised code-token states, the codebooks at k-means of its outputs (as
+    # TIGER's RQ-VAE), both from one encoding of the training items by the untrained encoder
     sample = DomainItems(items.domains, items.items.iloc[rows].reset_index(drop=True), [np.zeros(0, int)] * len(rows))
-    h, _, _ = encode_items(model, tok, sample, cfg)
-    model.codebooks.init_kmeans(h, seed=seed)
+    lm_states = encode_items(model, tok, sample, cfg, lm_states=True)
+    model.encoder.standardize_mlp_inputs(lm_states)
+    with torch.no_grad():
+        model.codebooks.init_kmeans(model.encoder.mlp(lm_states.float()), seed=seed)
     result, rows = _train(model, tok, items, cfg, "pretrain", folder, seed)
     save_safetensors(folder / "tokenizer.safetensors", trainable_state(model))
     write_json(meta, {"sources": list(sources), "seed": seed, "settings": cfg, "training_items": int(len(rows)),
