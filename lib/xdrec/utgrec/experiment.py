@@ -40,8 +40,9 @@ def sweep_values(profile: str) -> dict[str, list[float]]:
     return sweeps
 
 
-def _stored(name: str, profile: str) -> bool:
-    return (results_dir(profile) / f"{name}.json").exists()
+def _wanted(name: str, profile: str, stored_only: bool) -> bool:
+    """Whether to run (or read back) result ``name``: always, or with ``stored_only`` only if it is stored."""
+    return not stored_only or (results_dir(profile) / f"{name}.json").exists()
 
 
 def run_table2(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[str, Any]:
@@ -52,11 +53,11 @@ def run_table2(target: str, profile: str, data_root=None, *, stored_only: bool =
     cfg = tz.settings(profile)
     dataset, seed = cfg["dataset"], cfg["seed"]
     out = {m: run_id_baseline(m, dataset, target, profile=profile, data_root=data_root, seed=seed)
-           for m in ID_BASELINES if not stored_only or _stored(id_name(m, dataset, target, seed), profile)}
+           for m in ID_BASELINES if _wanted(id_name(m, dataset, target, seed), profile, stored_only)}
     for b in rec.BASELINES:
-        if not stored_only or _stored(rec.baseline_result_name(target, b, seed), profile):
+        if _wanted(rec.baseline_result_name(target, b, seed), profile, stored_only):
             out[b] = rec.run_baseline(target, b, profile=profile, data_root=data_root)
-    if not stored_only or _stored(rec.result_name(target, "full", seed), profile):
+    if _wanted(rec.result_name(target, "full", seed), profile, stored_only):
         out["utgrec"] = rec.run_utgrec(target, profile=profile, data_root=data_root)
     return out
 
@@ -65,7 +66,7 @@ def run_table3(target: str, profile: str, data_root=None, *, stored_only: bool =
     """Table 3 on ``target``: every variant of UTGRec (``stored_only`` as in :func:`run_depth`)."""
     seed = tz.settings(profile)["seed"]
     return {v: rec.run_utgrec(target, variant=v, profile=profile, data_root=data_root) for v in rec.VARIANTS
-            if not stored_only or _stored(rec.result_name(target, v, seed), profile)}
+            if _wanted(rec.result_name(target, v, seed), profile, stored_only)}
 
 
 def run_depth(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[tuple[str, int], Any]:
@@ -79,10 +80,10 @@ def run_depth(target: str, profile: str, data_root=None, *, stored_only: bool = 
     out = {}
     for n in get_profile(profile)["utgrec_studies"]["depths"]:
         layers = None if n == main_depth else n
-        if not stored_only or _stored(rec.result_name(target, "full", seed, layers), profile):
+        if _wanted(rec.result_name(target, "full", seed, layers), profile, stored_only):
             out["utgrec", n] = rec.run_utgrec(target, profile=profile, data_root=data_root, n_layers=layers)
         for b in rec.BASELINES:
-            if not stored_only or _stored(rec.baseline_result_name(target, b, seed, layers), profile):
+            if _wanted(rec.baseline_result_name(target, b, seed, layers), profile, stored_only):
                 out[b, n] = rec.run_baseline(target, b, profile=profile, data_root=data_root, n_layers=layers)
     return out
 
@@ -97,11 +98,11 @@ def run_sweeps(target: str, profile: str, data_root=None, *, stored_only: bool =
     for setting, values in sweep_values(profile).items():
         for value in values:
             if value == cfg[setting]:
-                if not stored_only or _stored(rec.result_name(target, "full", cfg["seed"]), profile):
+                if _wanted(rec.result_name(target, "full", cfg["seed"]), profile, stored_only):
                     out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root)
             else:
                 name = sweep_name(target, setting, value, cfg["seed"])
-                if not stored_only or _stored(name, profile):
+                if _wanted(name, profile, stored_only):
                     out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root,
                                                          tokenizer_overrides={setting: value}, name=name)
     return out
