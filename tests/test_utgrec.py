@@ -97,8 +97,11 @@ def test_without_tree_each_level_has_its_own_plain_codebook():
         d = torch.cdist(h[:, level], q.E_levels[level].detach())
         assert torch.equal(out.codes[:, level], d.argmin(-1))  # its own representation, no prefix residual
         assert torch.allclose(out.content[:, level], q.E_levels[level][out.codes[:, level]].detach())
-    with pytest.raises(ValueError, match="no projection"):
-        q.freeze_codebook_vectors()
+    # fine-tuning ("w/o TreeCode" has no W): the vectors stay where pre-training left them
+    q.freeze_codebook_vectors()
+    h.requires_grad_(True)
+    q(h).loss.backward()
+    assert q.E_levels.grad is None and h.grad is not None and h.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="equal codebooks"):
         TreeCodebooks(n_codes=3, root_size=256, leaf_size=511, tree=False)
 
@@ -313,6 +316,21 @@ def test_tokenizer_image_branch_and_fine_tuning():
     assert tok.codebooks.E_root.grad is None and tok.codebooks.W_root.grad is not None
     lora = [p for n, p in tok.named_parameters() if "lora_A" in n]
     assert lora and all(p.grad is not None for p in lora)
+
+
+def test_plain_codebook_tokenizer_fine_tunes_its_encoder_only():
+    tok = _tokenizer(tree=False)
+    before = tok.codebooks.E_levels.detach().clone()
+    tok.fine_tuning()
+    opt = torch.optim.SGD([p for p in tok.parameters() if p.requires_grad], lr=0.1)
+    out = tok(_batch())
+    out.total.backward()
+    assert tok.codebooks.E_levels.grad is None
+    assert tok.encoder.mlp[0].weight.grad is not None
+    lora = [p for n, p in tok.named_parameters() if "lora_A" in n]
+    assert lora and all(p.grad is not None for p in lora)
+    opt.step()
+    assert torch.equal(tok.codebooks.E_levels, before)
 
 
 def test_cooccurring_items_are_one_hop_neighbours():

@@ -100,9 +100,14 @@ class TreeCodebooks(nn.Module):
         return self.E_root @ self.W_root if level == 0 else self.E_leaf @ self.W_leaf
 
     def freeze_codebook_vectors(self) -> None:
-        """Downstream fine-tuning (Sec. 2.4.2): ``E^r`` and ``E^f`` fixed, ``W^r`` and ``W^f`` train."""
+        """Downstream fine-tuning (Sec. 2.4.2): ``E^r`` and ``E^f`` fixed, ``W^r`` and ``W^f`` train.
+
+        Plain codebooks (``tree=False``) have no ``W``: their vectors are all frozen, so fine-tuning
+        adapts only the encoder and decoders, as it keeps the tree's universal vectors ``E`` fixed.
+        """
         if not self.tree:
-            raise ValueError("plain codebooks (tree=False) have no projection W to fine-tune")
+            self.E_levels.requires_grad_(False)
+            return
         self.E_root.requires_grad_(False)
         self.E_leaf.requires_grad_(False)
 
