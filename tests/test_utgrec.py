@@ -599,7 +599,7 @@ def test_studies_stored_only_leave_out_the_runs_without_a_stored_result(monkeypa
 
     monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
     monkeypatch.setattr(rec_mod, "run_baseline", lambda target, b, **k: k)
-    monkeypatch.setattr(ex, "results_dir", lambda profile: tmp_path)
+    monkeypatch.setattr(ex, "result_path", lambda name, profile: tmp_path / f"{name}.json")
     monkeypatch.setitem(PROFILES["ci"], "utgrec_studies",
                         {"targets": ["Tools"], "depths": [1, 2], "sweeps": {"mu": [0.01, 0.1], "eta": [0.0]}})
     assert ex.run_depth("Tools", "ci", stored_only=True) == {}
@@ -639,7 +639,7 @@ def test_tables_stored_only_leave_out_the_runs_without_a_stored_result(monkeypat
     monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
     monkeypatch.setattr(rec_mod, "run_baseline", lambda target, b, **k: k)
     monkeypatch.setattr(id_ex, "run_id_baseline", lambda m, dataset, target, **k: k)
-    monkeypatch.setattr(ex, "results_dir", lambda profile: tmp_path)
+    monkeypatch.setattr(ex, "result_path", lambda name, profile: tmp_path / f"{name}.json")
     assert ex.run_table2("Tools", "ci", stored_only=True) == {} and ex.run_table3("Tools", "ci", stored_only=True) == {}
     for name in ("id_baseline__amazon18-xcross__Tools__bert4rec__seed0", "utgrec_baseline__Tools__letter__seed0",
                  "utgrec__Tools__no-tree__seed0"):

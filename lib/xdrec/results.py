@@ -36,6 +36,11 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def result_path(name: str, profile: str) -> Path:
+    """Where result ``name`` of ``profile`` is stored: ``results/<profile>/<name>.json``."""
+    return results_dir(profile) / f"{name}.json"
+
+
 def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: str, split: str, seed: int,
                 wall_time_s: float | None = None, trainable_params: int | None = None,
                 config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
@@ -61,11 +66,11 @@ def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: st
     }
     if extra:
         record["extra"] = extra
-    return write_json(results_dir(profile) / f"{name}.json", record)
+    return write_json(result_path(name, profile), record)
 
 
 def load_result(name: str, profile: str) -> dict[str, Any]:
-    path = results_dir(profile) / f"{name}.json"
+    path = result_path(name, profile)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such result; run the notebook or `./reproduce.sh --profile {profile}` that writes it")
     return read_json(path)
@@ -97,7 +102,7 @@ def code_fingerprint(*modules: str) -> str:
 
 def load_if_current(name: str, profile: str, fingerprint: str, config: dict[str, Any]) -> dict[str, Any] | None:
     """The stored result ``name`` if it was made by this code (``fingerprint``) and ``config``; else None."""
-    path = results_dir(profile) / f"{name}.json"
+    path = result_path(name, profile)
     if not path.exists():
         return None
     rec = read_json(path)

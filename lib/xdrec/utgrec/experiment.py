@@ -20,7 +20,7 @@ import argparse
 from typing import Any, Sequence
 
 from ..profiles import get_profile
-from ..paths import results_dir
+from ..results import result_path
 from . import recommendation as rec
 from . import tokenization as tz
 
@@ -42,7 +42,7 @@ def sweep_values(profile: str) -> dict[str, list[float]]:
 
 def _wanted(name: str, profile: str, stored_only: bool) -> bool:
     """Whether to run (or read back) result ``name``: always, or with ``stored_only`` only if it is stored."""
-    return not stored_only or (results_dir(profile) / f"{name}.json").exists()
+    return not stored_only or result_path(name, profile).exists()
 
 
 def run_table2(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[str, Any]:
