@@ -110,20 +110,47 @@ notebooks() {
   done
 }
 
-# A stage's inputs: the notebook's source (not its outputs), the library, the profile.
-stage_key() {
-  "$PY" - "$1" "$PROFILE" <<'PY'
+# A stage's inputs: the notebook's source (not its outputs), the library, the profile, and the
+# stored results it may read back: every results/<profile>/*.json and results/benchmarks/*.json
+# except those the notebook wrote itself on its last run (its own outputs, listed in its stamp).
+# So a notebook that only reads stored runs re-runs once new runs land.
+#   stage snapshot            the results' hashes now (JSON), taken before a notebook runs
+#   stage stamp NB SNAPSHOT   the stamp after NB ran: its key and the results it wrote
+#   stage current NB STAMP    exit 0 if STAMP still matches NB's inputs
+stage() {
+  "$PY" - "$PROFILE" "$@" <<'PY'
 import hashlib, json, pathlib, sys
-nb, profile = pathlib.Path(sys.argv[1]), sys.argv[2]
-h = hashlib.sha256(profile.encode())
-cells = json.loads(nb.read_text())["cells"]
-for c in cells:
-    if "injected-parameters" in c.get("metadata", {}).get("tags", []):
-        continue
-    h.update("".join(c["source"]).encode())
-for p in sorted(pathlib.Path("lib").rglob("*.py")):
-    h.update(p.read_bytes())
-print(h.hexdigest()[:16])
+profile, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+def results():
+    files = [*pathlib.Path("results", profile).glob("*.json"), *pathlib.Path("results", "benchmarks").glob("*.json")]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+def key(nb, written):
+    h = hashlib.sha256(profile.encode())
+    for c in json.loads(pathlib.Path(nb).read_text())["cells"]:
+        if "injected-parameters" not in c.get("metadata", {}).get("tags", []):
+            h.update("".join(c["source"]).encode())
+    for p in sorted(pathlib.Path("lib").rglob("*.py")):
+        h.update(p.read_bytes())
+    for name, sha in results().items():
+        if name not in written:
+            h.update(f"{name} {sha}".encode())
+    return h.hexdigest()[:16]
+
+if mode == "snapshot":
+    print(json.dumps(results()))
+elif mode == "stamp":
+    nb, before = args[0], json.loads(pathlib.Path(args[1]).read_text())
+    written = sorted(n for n, sha in results().items() if before.get(n) != sha)
+    print(json.dumps({"key": key(nb, set(written)), "written": written}, indent=1))
+elif mode == "current":
+    nb, stamp = args[0], pathlib.Path(args[1])
+    try:
+        st = json.loads(stamp.read_text())
+        sys.exit(0 if st["key"] == key(nb, set(st["written"])) else 1)
+    except (OSError, ValueError, KeyError, TypeError):  # no stamp, or one of an older format
+        sys.exit(1)
 PY
 }
 
@@ -134,11 +161,10 @@ run_notebooks() {
   # other profiles write beside their results.
   if [[ "$PROFILE" == book ]]; then out_dir="$ROOT/notebooks"; else out_dir="$ROOT/results/$PROFILE/notebooks"; fi
   mkdir -p "$out_dir"
-  local nb name key t0
+  local nb name t0
   for nb in $(notebooks); do
     name="$(basename "$nb")"
-    key="$(stage_key "$nb")"
-    if [[ $FORCE == 0 && -f "$stamps/$name" && "$(cat "$stamps/$name")" == "$key" && -f "$out_dir/$name" ]]; then
+    if [[ $FORCE == 0 && -f "$out_dir/$name" ]] && stage current "$nb" "$stamps/$name"; then
       log "skip $name (inputs unchanged; --force re-runs)"
       continue
     fi
@@ -149,10 +175,12 @@ run_notebooks() {
     # --force also reaches the notebooks: experiments are recomputed instead of read back
     local force_arg=()
     [[ $FORCE == 1 ]] && force_arg=(-p force True)
+    stage snapshot > "$stamps/.$name.before"
     "$VENV/bin/papermill" "$nb" "$partial" -p profile "$PROFILE" "${force_arg[@]}" --cwd "$ROOT/notebooks" \
         --kernel python3 --progress-bar
     mv "$partial" "$out_dir/$name"
-    echo "$key" > "$stamps/$name"
+    stage stamp "$nb" "$stamps/.$name.before" > "$stamps/.$name.stamp" && mv "$stamps/.$name.stamp" "$stamps/$name"
+    rm -f "$stamps/.$name.before"
     log "done $name in $((SECONDS - t0)) s"
   done
 }

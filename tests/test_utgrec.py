@@ -592,6 +592,29 @@ def test_studies_reuse_the_main_run_at_the_profiles_own_depth_and_loss_weights(m
     assert sweeps["mu", 0.1]["name"] == "utgrec__Tools__mu-0.1__seed0"
 
 
+def test_a_sweep_can_be_split_into_processes_by_point(monkeypatch):
+    import argparse
+
+    from xdrec.profiles import PROFILES
+    from xdrec.utgrec import experiment as ex
+    from xdrec.utgrec import recommendation as rec_mod
+
+    monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
+    monkeypatch.setitem(PROFILES["ci"], "utgrec_studies",
+                        {"targets": ["Tools"], "depths": [1], "sweeps": {"mu": [0.01, 0.1], "eta": [0.0, 0.3]}})
+    assert ex.parse_point("eta=0.3") == ("eta", 0.3)
+    for bad in ("eta", "eta=high"):
+        with pytest.raises(argparse.ArgumentTypeError, match="SETTING=VALUE"):
+            ex.parse_point(bad)
+    assert set(ex.run_sweeps("Tools", "ci", points=[("eta", 0.3), ("mu", 0.01)])) == {("eta", 0.3), ("mu", 0.01)}
+    with pytest.raises(ValueError, match=r"\('mu', 0.5\)"):
+        ex.run_sweeps("Tools", "ci", points=[("mu", 0.5)])
+    seen = []
+    monkeypatch.setattr(ex, "run_sweeps", lambda target, profile, root, points=None: seen.append(points))
+    ex.main(["sweeps", "--profile", "ci", "--points", "mu=0.1", "eta=0"])
+    assert seen == [[("mu", 0.1), ("eta", 0.0)]]
+
+
 def test_studies_stored_only_leave_out_the_runs_without_a_stored_result(monkeypatch, tmp_path):
     from xdrec.profiles import PROFILES
     from xdrec.utgrec import experiment as ex
@@ -648,3 +671,27 @@ def test_tables_stored_only_leave_out_the_runs_without_a_stored_result(monkeypat
     assert set(ex.run_table3("Tools", "ci", stored_only=True)) == {"no-tree"}
     assert set(ex.run_table2("Tools", "ci")) == {"sasrec-ce", "bert4rec", "tiger", "letter", "utgrec"}
     assert set(ex.run_table3("Tools", "ci")) == set(rec_mod.VARIANTS)
+
+
+def test_versus_gives_each_runs_paired_difference_from_the_reference_by_hand():
+    from xdrec.utgrec import report
+
+    def run(name, ranks):
+        r = np.asarray(ranks)
+        hit = (r >= 0) & (r < 10)
+        return {"name": name, "metrics": {"recall@10": hit.mean(),
+                                          "ndcg@10": np.where(hit, 1 / np.log2(np.maximum(r, 0) + 2), 0).mean()},
+                "extra": {"rows": {"user": [1, 2, 3, 4], "target": [5, 6, 7, 8], "rank": list(ranks)}}}
+
+    ref = run("main", [0, -1, 3, 12])  # recall@10 per row 1 0 1 0; ndcg 1, 0, 1/log2(5), 0
+    other = run("deep", [1, 0, -1, 2])  # recall 1 1 0 1; ndcg 1/log2(3), 1, 0, 1/2
+    t = report.versus({"L2": ref, "L4": other}, ref)
+    assert np.isnan(t.loc["L2", "recall@10 - ref"]) and np.isnan(t.loc["L2", "p ndcg@10"])
+    assert t.loc["L4", "recall@10"] == pytest.approx(0.75)
+    assert t.loc["L4", "recall@10 - ref"] == pytest.approx(0.75 - 0.5)
+    want = (1 / np.log2(3) + 1 + 0.5) / 4 - (1 + 1 / np.log2(5)) / 4
+    assert t.loc["L4", "ndcg@10 - ref"] == pytest.approx(want)
+    # recall differences 0, 1, -1, 1: mean 1/4, sd sqrt(11/12), t = 0.25 / (sd / 2)
+    from scipy import stats
+    tt = 0.25 / (np.sqrt(11 / 12) / 2)
+    assert t.loc["L4", "p recall@10"] == pytest.approx(2 * stats.t.sf(tt, df=3))

@@ -12,7 +12,8 @@ Studies (each run is cached as a result in ``results/<profile>/``; a rerun skips
   terms and so changes nothing without images: it is swept only with ``image=True``);
 - ``all``: the four in turn.
 
-Command line: ``python -m xdrec.utgrec.experiment all --profile book [--targets Tools]``.
+Command line: ``python -m xdrec.utgrec.experiment all --profile book [--targets Tools]``; one
+process per sweep point: ``... sweeps --points mu=0.001``.
 """
 from __future__ import annotations
 
@@ -88,15 +89,23 @@ def run_depth(target: str, profile: str, data_root=None, *, stored_only: bool = 
     return out
 
 
-def run_sweeps(target: str, profile: str, data_root=None, *, stored_only: bool = False) -> dict[tuple[str, float], Any]:
+def run_sweeps(target: str, profile: str, data_root=None, *, stored_only: bool = False,
+               points: Sequence[tuple[str, float]] | None = None) -> dict[tuple[str, float], Any]:
     """Figure 3: one run per value; the profile's own value is the main (``full``) run.
 
-    ``stored_only`` as in :func:`run_depth`.
+    ``stored_only`` as in :func:`run_depth`; ``points`` (e.g. ``[("mu", 0.001)]``) runs only those
+    of the profile's points, so that several processes can share the sweep.
     """
     cfg = tz.settings(profile)
+    sweeps = sweep_values(profile)
+    unknown = [p for p in points or () if p[1] not in sweeps.get(p[0], ())]
+    if unknown:
+        raise ValueError(f"sweep point(s) {unknown} are not in the {profile!r} profile's sweeps {sweeps}")
     out = {}
-    for setting, values in sweep_values(profile).items():
+    for setting, values in sweeps.items():
         for value in values:
+            if points is not None and (setting, value) not in points:
+                continue
             if value == cfg[setting]:
                 if _wanted(rec.result_name(target, "full", cfg["seed"]), profile, stored_only):
                     out[setting, value] = rec.run_utgrec(target, profile=profile, data_root=data_root)
@@ -112,11 +121,25 @@ RUNNERS = {"table2": run_table2, "table3": run_table3, "depth": run_depth, "swee
 
 
 def run_all(targets: Sequence[str] | None = None, *, profile: str = "book", studies: Sequence[str] = STUDIES,
-            data_root=None) -> None:
+            data_root=None, points: Sequence[tuple[str, float]] | None = None) -> None:
     targets = targets or get_profile(profile)["utgrec_studies"]["targets"]
     for target in targets:
         for study in studies:
-            RUNNERS[study](target, profile, data_root)
+            if study == "sweeps":
+                run_sweeps(target, profile, data_root, points=points)
+            else:
+                RUNNERS[study](target, profile, data_root)
+
+
+def parse_point(text: str) -> tuple[str, float]:
+    """``"mu=0.001"`` -> ``("mu", 0.001)``."""
+    setting, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return setting, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a sweep point is SETTING=VALUE (e.g. mu=0.001), got {text!r}") from None
 
 
 def main(argv=None) -> None:
@@ -125,9 +148,11 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", default="book")
     ap.add_argument("--targets", nargs="*", default=None, help="default: the profile's utgrec_studies.targets")
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--points", nargs="+", type=parse_point, default=None, metavar="SETTING=VALUE",
+                    help="sweeps: run only these points of the profile's sweeps (default: all)")
     args = ap.parse_args(argv)
     run_all(args.targets, profile=args.profile, studies=STUDIES if args.study == "all" else [args.study],
-            data_root=args.data_root)
+            data_root=args.data_root, points=args.points)
 
 
 if __name__ == "__main__":

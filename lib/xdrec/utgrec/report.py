@@ -1,4 +1,4 @@
-"""Tables and figures of UTGRec's studies from stored results: Table 2-3 mirrors, significance, Figure 4 groups.
+"""Tables and figures of UTGRec's studies from stored results: Table 2-3 mirrors, significance, Figures 2-4.
 
 Every generative run (UTGRec, its variants, TIGER and LETTER on the target) stores the 0-based rank
 of each test row's target among its beams (``-1``: not found), on the same seeded test rows, so
@@ -40,6 +40,22 @@ def paired(a: Mapping, b: Mapping, metric: str = "ndcg@10") -> tuple[float, floa
 def metrics_frame(records: Mapping[str, Mapping], metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """Rows: the runs (by label); columns: their stored mean metrics."""
     return pd.DataFrame({label: {m: rec["metrics"][m] for m in metrics} for label, rec in records.items()}).T
+
+
+def versus(records: Mapping, reference: Mapping, metrics: Sequence[str] = ("recall@10", "ndcg@10")) -> pd.DataFrame:
+    """Figures 2-3 as a table: each run's mean metrics, and its paired difference from ``reference``.
+
+    Rows: the runs (by label); for each metric its mean, ``"<metric> - ref"`` (run minus reference, on
+    the same rows) and ``"p <metric>"`` (:func:`paired`); both NaN on the reference's own row.
+    """
+    rows = {}
+    for label, rec in records.items():
+        row = {m: rec["metrics"][m] for m in metrics}
+        for m in metrics:
+            same = rec["name"] == reference["name"]
+            row[f"{m} - ref"], row[f"p {m}"] = (np.nan, np.nan) if same else paired(rec, reference, m)
+        rows[label] = row
+    return pd.DataFrame(rows).T[[*metrics, *(f"{m} - ref" for m in metrics), *(f"p {m}" for m in metrics)]]
 
 
 def popularity_groups(counts: np.ndarray, targets: Sequence[int], edges: Sequence[float]) -> list[str]:
