@@ -615,6 +615,24 @@ def test_a_sweep_can_be_split_into_processes_by_point(monkeypatch):
     assert seen == [[("mu", 0.1), ("eta", 0.0)]]
 
 
+def test_the_seeds_study_runs_tree_and_plain_codebooks_at_each_seed(monkeypatch):
+    from xdrec.profiles import PROFILES
+    from xdrec.utgrec import experiment as ex
+    from xdrec.utgrec import recommendation as rec_mod
+
+    monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
+    studies = {"targets": ["Tools"], "depths": [1], "sweeps": {"mu": [0.01]}}
+    monkeypatch.setitem(PROFILES["ci"], "utgrec_studies", studies)
+    assert set(ex.run_seeds("Tools", "ci")) == {("full", 0), ("no-tree", 0)}  # no seeds: the profile's one
+    monkeypatch.setitem(PROFILES["ci"], "utgrec_studies", {**studies, "seeds": [0, 1]})
+    runs = ex.run_seeds("Tools", "ci")
+    assert set(runs) == {(v, s) for v in ("full", "no-tree") for s in (0, 1)}
+    assert runs["no-tree", 1]["variant"] == "no-tree" and runs["no-tree", 1]["seed"] == 1
+    assert set(ex.run_seeds("Tools", "ci", seeds=[1])) == {("full", 1), ("no-tree", 1)}
+    with pytest.raises(ValueError, match=r"seed\(s\) \[2\]"):
+        ex.run_seeds("Tools", "ci", seeds=[2])
+
+
 def test_studies_stored_only_leave_out_the_runs_without_a_stored_result(monkeypatch, tmp_path):
     from xdrec.profiles import PROFILES
     from xdrec.utgrec import experiment as ex
@@ -695,3 +713,21 @@ def test_versus_gives_each_runs_paired_difference_from_the_reference_by_hand():
     from scipy import stats
     tt = 0.25 / (np.sqrt(11 / 12) / 2)
     assert t.loc["L4", "p recall@10"] == pytest.approx(2 * stats.t.sf(tt, df=3))
+
+
+def test_paired_over_seeds_averages_each_row_over_the_seeds_first():
+    from scipy import stats
+
+    from xdrec.utgrec import report
+
+    def run(name, ranks, users=(1, 2, 3)):
+        return {"name": name, "extra": {"rows": {"user": list(users), "target": [7, 8, 9], "rank": list(ranks)}}}
+
+    # recall@10 per row: a0 1 1 0, a1 1 0 0 -> mean per row 1, .5, 0; b0 0 1 0, b1 0 0 1 -> 0, .5, .5
+    pairs = [(run("a0", [0, 4, -1]), run("b0", [11, 2, -1])), (run("a1", [3, 10, 20]), run("b1", [-1, 15, 9]))]
+    diff, p = report.paired_over_seeds(pairs, "recall@10")
+    assert diff == pytest.approx((1 + 0.5 + 0) / 3 - (0 + 0.5 + 0.5) / 3)
+    assert p == pytest.approx(stats.ttest_rel([1, 0.5, 0], [0, 0.5, 0.5]).pvalue)
+    assert report.paired(*pairs[0], "recall@10") == report.paired_over_seeds(pairs[:1], "recall@10")
+    with pytest.raises(ValueError, match="a0 and b1 were not tested on the same rows"):
+        report.paired_over_seeds([pairs[0], (pairs[1][0], run("b1", [0, 0, 0], users=(1, 2, 4)))], "recall@10")

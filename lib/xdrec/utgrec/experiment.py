@@ -10,10 +10,12 @@ Studies (each run is cached as a result in ``results/<profile>/``; a rerun skips
   ``utgrec_studies.depths``);
 - ``sweeps`` (Figure 3): the tokenizer's ``mu`` and ``eta`` (and ``alpha``, which weighs the image
   terms and so changes nothing without images: it is swept only with ``image=True``);
-- ``all``: the four in turn.
+- ``seeds``: Table 3's rows (0) and (1), tree-structured against plain codebooks, at every seed of
+  the profile's ``utgrec_studies.seeds`` (the question the paper's ablation asks, with its seed noise);
+- ``all``: the five in turn.
 
 Command line: ``python -m xdrec.utgrec.experiment all --profile book [--targets Tools]``; one
-process per sweep point: ``... sweeps --points mu=0.001``.
+process per sweep point or seed: ``... sweeps --points mu=0.001``, ``... seeds --seeds 1``.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from ..results import result_path
 from . import recommendation as rec
 from . import tokenization as tz
 
-STUDIES = ("table2", "table3", "depth", "sweeps")
+STUDIES = ("table2", "table3", "depth", "sweeps", "seeds")
+SEED_VARIANTS = ("full", "no-tree")
 ID_BASELINES = ("sasrec-ce", "bert4rec")
 
 
@@ -117,16 +120,40 @@ def run_sweeps(target: str, profile: str, data_root=None, *, stored_only: bool =
     return out
 
 
-RUNNERS = {"table2": run_table2, "table3": run_table3, "depth": run_depth, "sweeps": run_sweeps}
+def study_seeds(profile: str) -> list[int]:
+    """The seeds of the ``seeds`` study: the profile's ``utgrec_studies.seeds``, else its one seed."""
+    return list(get_profile(profile)["utgrec_studies"].get("seeds", [tz.settings(profile)["seed"]]))
+
+
+def run_seeds(target: str, profile: str, data_root=None, *, stored_only: bool = False,
+              seeds: Sequence[int] | None = None) -> dict[tuple[str, int], Any]:
+    """Tree-structured (``full``) and plain (``no-tree``) codebooks at each seed (``seeds``: some of
+    :func:`study_seeds`, so that processes can share the study); ``stored_only`` as in :func:`run_depth`."""
+    every = study_seeds(profile)
+    unknown = sorted(set(seeds or ()) - set(every))
+    if unknown:
+        raise ValueError(f"seed(s) {unknown} are not in the {profile!r} profile's seeds {every}")
+    out = {}
+    for seed in every if seeds is None else [s for s in every if s in seeds]:
+        for v in SEED_VARIANTS:
+            if _wanted(rec.result_name(target, v, seed), profile, stored_only):
+                out[v, seed] = rec.run_utgrec(target, variant=v, profile=profile, data_root=data_root, seed=seed)
+    return out
+
+
+RUNNERS = {"table2": run_table2, "table3": run_table3, "depth": run_depth, "sweeps": run_sweeps, "seeds": run_seeds}
 
 
 def run_all(targets: Sequence[str] | None = None, *, profile: str = "book", studies: Sequence[str] = STUDIES,
-            data_root=None, points: Sequence[tuple[str, float]] | None = None) -> None:
+            data_root=None, points: Sequence[tuple[str, float]] | None = None,
+            seeds: Sequence[int] | None = None) -> None:
     targets = targets or get_profile(profile)["utgrec_studies"]["targets"]
     for target in targets:
         for study in studies:
             if study == "sweeps":
                 run_sweeps(target, profile, data_root, points=points)
+            elif study == "seeds":
+                run_seeds(target, profile, data_root, seeds=seeds)
             else:
                 RUNNERS[study](target, profile, data_root)
 
@@ -150,9 +177,11 @@ def main(argv=None) -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--points", nargs="+", type=parse_point, default=None, metavar="SETTING=VALUE",
                     help="sweeps: run only these points of the profile's sweeps (default: all)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None,
+                    help="seeds: run only these of the profile's seeds (default: all)")
     args = ap.parse_args(argv)
     run_all(args.targets, profile=args.profile, studies=STUDIES if args.study == "all" else [args.study],
-            data_root=args.data_root, points=args.points)
+            data_root=args.data_root, points=args.points, seeds=args.seeds)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,17 @@ def per_row(ranks: Sequence[int], metric: str) -> np.ndarray:
 
 def paired(a: Mapping, b: Mapping, metric: str = "ndcg@10") -> tuple[float, float]:
     """(mean difference a - b, two-sided paired t-test p) of two stored runs on the same test rows."""
-    ra, rb = a["extra"]["rows"], b["extra"]["rows"]
-    if ra["user"] != rb["user"] or ra["target"] != rb["target"]:
-        raise ValueError(f"{a['name']} and {b['name']} were not tested on the same rows")
-    x, y = per_row(ra["rank"], metric), per_row(rb["rank"], metric)
+    return paired_over_seeds([(a, b)], metric)
+
+
+def paired_over_seeds(pairs: Sequence[tuple[Mapping, Mapping]], metric: str = "ndcg@10") -> tuple[float, float]:
+    """:func:`paired` with several seeds: ``pairs`` holds one ``(a, b)`` per seed, every run on the
+    same test rows; each row's metric is averaged over the seeds before the paired test."""
+    rows = pairs[0][0]["extra"]["rows"]
+    for run in (r for pair in pairs for r in pair):
+        if run["extra"]["rows"]["user"] != rows["user"] or run["extra"]["rows"]["target"] != rows["target"]:
+            raise ValueError(f"{pairs[0][0]['name']} and {run['name']} were not tested on the same rows")
+    x, y = (np.mean([per_row(pair[i]["extra"]["rows"]["rank"], metric) for pair in pairs], axis=0) for i in (0, 1))
     return float(x.mean() - y.mean()), float(paired_ttest(x, y).p)
 
 
