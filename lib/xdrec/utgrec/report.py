@@ -58,8 +58,8 @@ def versus(records: Mapping, reference: Mapping, metrics: Sequence[str] = ("reca
     rows = {}
     for label, rec in records.items():
         row = {m: rec["metrics"][m] for m in metrics}
+        same = rec["name"] == reference["name"]
         for m in metrics:
-            same = rec["name"] == reference["name"]
             row[f"{m} - ref"], row[f"p {m}"] = (np.nan, np.nan) if same else paired(rec, reference, m)
         rows[label] = row
     return pd.DataFrame(rows).T[[*metrics, *(f"{m} - ref" for m in metrics), *(f"p {m}" for m in metrics)]]
