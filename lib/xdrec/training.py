@@ -265,6 +265,7 @@ def fit(
     metric: str = "recall@10",
     optimizer_fn: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
     accelerator: Any = None,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train ``model`` and leave it holding its best weights.
 
@@ -283,6 +284,11 @@ def fit(
         optimizer_fn: ``params -> optimizer``; default AdamW(lr, weight_decay) on all trainable
             parameters.
         accelerator: an existing ``Accelerator`` (default :func:`make_accelerator`).
+        deadline: a wall-clock time (``time.time()``) after which no further optimizer step
+            starts. The epoch under way ends there, is validated and checkpointed, and the run
+            stops with ``stop_reason="deadline"``; called again, it resumes (a time budget is not
+            a setting, so it is not part of the checkpoint's config). Under several processes
+            they agree on the stop through an all-reduce, so none waits on another.
 
     Returns:
         :class:`TrainResult`.
@@ -337,6 +343,8 @@ def fit(
         loop.resumed_from = loop.epoch
         if loop.stop_reason == "max_steps" and (config.max_steps is None or config.max_steps > loop.global_step):
             loop.stop_reason = None  # a larger step budget continues the run
+        if loop.stop_reason == "deadline":
+            loop.stop_reason = None  # a run stopped by a time budget continues in the next one
 
     unwrapped = accelerator.unwrap_model(model)
     is_main = accelerator.is_main_process
@@ -385,6 +393,9 @@ def fit(
                 bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
             if config.max_steps is not None and loop.global_step >= config.max_steps:
                 loop.stop_reason = "max_steps"
+                break
+            if deadline is not None and accelerator.sync_gradients and _past(deadline, accelerator):
+                loop.stop_reason = "deadline"
                 break
         bar.close()
         train_loss = _mean_across_processes(accelerator, loss_sum, n_batches)
@@ -583,6 +594,15 @@ def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int | None) -> Cal
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def _past(deadline: float, accelerator) -> bool:
+    """True once any process is past ``deadline`` (all processes get the same answer)."""
+    late = time.time() >= deadline
+    if accelerator.num_processes == 1:
+        return late
+    flag = accelerator.reduce(torch.tensor([float(late)], device=accelerator.device), reduction="sum")
+    return bool(flag.item() > 0)
 
 
 def _mean_across_processes(accelerator, total: float, count: int) -> float:
