@@ -180,14 +180,16 @@ FIVECORE_DOMAINS = ("Sports", "Beauty", "Toys")
 def read_5core_sequences(folder: str | Path, domains: Sequence[str] | None = None) -> MultiDomainDataset:
     """Read ``amazon14-5core-sequences``: ``<Domain>/user_sequence.txt``, lines ``reviewerID ASIN ...``.
 
-    Sequences are chronological, without timestamps or item text. Users are matched across
-    domains by reviewerID and merged with ``timeline="interleave"``. Items are numbered in
-    order of first appearance in each file.
+    Sequences are chronological, without timestamps. Users are matched across domains by
+    reviewerID and merged with ``timeline="interleave"``. Items are numbered in order of first
+    appearance in each file. Beauty has item text (``Beauty/item_text.json``: title and category
+    paths, see :func:`beauty_item_text`); Sports and Toys have none.
     """
     folder = Path(folder)
     domains = list(domains or FIVECORE_DOMAINS)
-    frames = []
+    frames, texts = [], []
     for d, dom in enumerate(domains):
+
         user_keys, item_keys = [], []
         path = folder / dom / "user_sequence.txt"
         with open(path, encoding="utf-8") as f:
@@ -200,12 +202,50 @@ def read_5core_sequences(folder: str | Path, domains: Sequence[str] | None = Non
                 user_keys.extend([tokens[0]] * (len(tokens) - 1))
                 item_keys.extend(tokens[1:])
         frames.append(pd.DataFrame({"user_key": user_keys, "domain": d, "item_key": item_keys}))
+        if dom in FIVECORE_TEXT:  # numbered in order of first appearance, as without text
+            text = _read_item_text(folder / dom / FIVECORE_TEXT[dom], d).set_index("item_key")["text"]
+            order = pd.unique(pd.Series(item_keys, dtype=object))
+            texts.append(pd.DataFrame({"domain": d, "item_key": order, "text": text.reindex(order).fillna("").to_numpy()}))
     events = pd.concat(frames, ignore_index=True)
-    return assemble("amazon14-5core-sequences", domains, events,
-                    pd.DataFrame({"domain": [], "item_key": [], "text": []}), timeline="interleave",
+    items = pd.concat(texts, ignore_index=True) if texts else pd.DataFrame({"domain": [], "item_key": [], "text": []})
+    return assemble("amazon14-5core-sequences", domains, events, items, timeline="interleave",
                     meta={"source": "amazon14-5core-sequences", "folder": str(folder),
                           "origin": SHARED_SETS["amazon14-5core-sequences"].origin,
-                          "text": "none in the source"})
+                          "text": ("Beauty: title and category paths (TransRec's title and category maps); "
+                                   "no brand or price. Sports, Toys: none in the source")
+                          if texts else "none in the source"})
+
+
+# Domains of amazon14-5core-sequences that come with item text, and its file.
+FIVECORE_TEXT = {"Beauty": "item_text.json"}
+
+
+def beauty_item_text(title: str, categories: Sequence[Sequence[str]]) -> str:
+    """An item's text: its title, then each category path (TIGER's Beauty text also had brand and
+    price, which this source lacks), e.g. ``"Prada Candy ... Spray. Category: Beauty > Fragrance >
+    Women's > Eau de Parfum"``."""
+    paths = [" > ".join(clean_text(c) for c in path if clean_text(c)) for path in categories]
+    paths = [p for p in paths if p]
+    text = clean_text(title)
+    return f"{text}. Category: {'; '.join(paths)}" if paths else text
+
+
+def _read_item_text(path: Path, domain: int) -> pd.DataFrame:
+    """``{ASIN: {"title": str, "categories": [[str, ...], ...]}}`` as an item table with text."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: expected an object {{ASIN: {{title, categories}}}}, got {type(table).__name__}")
+    keys, rows = [], []
+    for asin, entry in table.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("title"), str) \
+                or not isinstance(entry.get("categories", []), list):
+            raise ValueError(f"{path}: item {asin!r} needs a string 'title' and a list 'categories', got {entry!r:.80}")
+        keys.append(asin)
+        rows.append(beauty_item_text(entry["title"], entry.get("categories", [])))
+    return pd.DataFrame({"domain": domain, "item_key": keys, "text": rows})
 
 
 # ====================================================================== registry
@@ -234,8 +274,10 @@ SHARED_SETS: dict[str, SharedSet] = {
         name="amazon14-5core-sequences",
         domains=FIVECORE_DOMAINS,
         reader=read_5core_sequences,
-        files=lambda domains: [f"{d}/user_sequence.txt" for d in domains],
-        layout="amazon14-5core-sequences/<Domain>/user_sequence.txt for <Domain> in Sports, Beauty, Toys",
+        files=lambda domains: [f"{d}/user_sequence.txt" for d in domains]
+        + [f"{d}/{FIVECORE_TEXT[d]}" for d in domains if d in FIVECORE_TEXT],
+        layout="amazon14-5core-sequences/<Domain>/user_sequence.txt for <Domain> in Sports, Beauty, Toys "
+               "(and Beauty/item_text.json)",
         origin="GRAM sequences (github.com/zhaodong-liu/GRAM, commit 2c168a4); McAuley et al., SIGIR 2015",
     ),
 }
