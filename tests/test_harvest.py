@@ -109,7 +109,7 @@ def _harvest(queue: Path, bundle: Path, out: Path, budget: float, *extra: str) -
                           env=env, capture_output=True, text=True, timeout=budget + 120)
 
 
-def test_harvest_runs_the_queue_within_its_budget(tmp_path):
+def test_harvest_runs_the_queue_within_its_budget(tmp_path, monkeypatch):
     bundle = tmp_path / "bundle"
     _tiny_tiger_bundle(bundle / "first", epochs=10_000)  # only the deadline can stop it
     _tiny_xcross_bundle(bundle / "xc")
@@ -145,13 +145,28 @@ def test_harvest_runs_the_queue_within_its_budget(tmp_path):
     assert rec["extra"]["harvest"]["allotted_s"] <= budget
 
     # collect: into results/gpu (here a temporary one), refusing what is not a harvest result
-    dest = tmp_path / "results_gpu"
-    dest.mkdir()
-    copied = harvest.collect(out, dest)
+    monkeypatch.setenv("XDREC_RESULTS", str(tmp_path / "results"))
+    assert harvest.gpu_results() == []
+    copied = harvest.collect(out)
     assert [p.name for p in copied] == ["harvest__first.json", "harvest__xc.json", "harvest__xc.safetensors"]
+    assert [r["name"] for r in harvest.gpu_results()] == ["harvest__first", "harvest__xc"]
+
+    # what the notebooks show: the GPU row beside the paper's / the CPU's, labelled with device and budget
+    from xdrec.paper_numbers import TIGER_BEAUTY
+
+    table = harvest.beside_paper(TIGER_BEAUTY, "first", "TIGER")
+    ours = table[table.kind == "measured"]
+    assert len(ours) == 1 and "steps" in ours.source.iloc[0] and "cpu" in ours.source.iloc[0]
+    assert ours["recall@10"].iloc[0] == rec["metrics"]["all"]["recall@10"]
+    assert "no GPU run" in harvest.beside_paper(TIGER_BEAUTY, "absent", "TIGER").source.iloc[-1]
+    cpu = {"provenance": {"device": "cpu"}, "metrics": {"hit@1": 0.02, "n": 100}}
+    rows = harvest.beside_cpu(cpu, "own LoRA", "xc", ["hit@1"], chance={"hit@1": 0.2})
+    assert list(rows["hit@1"]) == [0.02, xc["metrics"]["all"]["hit@1"], 0.2]
+    assert harvest.plot_learning_curve("first", "recall@10") is not None
+    assert harvest.plot_learning_curve("absent", "recall@10") is None
     (out / "harvest__bogus.json").write_text(json.dumps({"metrics": {}}))
     with pytest.raises(harvest.HarvestError, match="harvest__bogus.json: not a harvest result"):
-        harvest.collect(out, dest)
+        harvest.collect(out)
 
 
 @pytest.mark.parametrize("case, message", [

@@ -507,8 +507,13 @@ def run(queue: list[Entry], bundle: Path, out: Path, budget_s: float, *, margin_
             f.write(stamp + line + "\n")
         print(stamp + line, flush=True)
 
+    if torch.cuda.is_available():  # TF32 matmuls on the GPU (10-bit mantissa products, float32 sums)
+        torch.set_float32_matmul_precision("high")
+    import transformers
+
     log(f"harvest: {len(queue)} entries, budget {budget_s:.0f} s (margin {margin_s:.0f} s), device {device_name()}, "
-        f"torch {torch.__version__}")
+        f"torch {torch.__version__}, transformers {transformers.__version__}, float32 matmul precision "
+        f"{torch.get_float32_matmul_precision()}")
     records = []
     share_total = sum(e.share for e in queue)
     for i, e in enumerate(queue):
@@ -525,7 +530,10 @@ def run(queue: list[Entry], bundle: Path, out: Path, budget_s: float, *, margin_
         try:
             got = KINDS[e.kind].run(e, bundle / e.name, deadline, log)
         except Exception as exc:  # one entry's failure must not cost the others their time
-            log(f"{e.name}: FAILED after {time.time() - t0:.0f} s: {type(exc).__name__}: {exc}")
+            import traceback
+
+            log(f"{e.name}: FAILED after {time.time() - t0:.0f} s: {type(exc).__name__}: {exc}\n"
+                + "".join(traceback.format_exc().splitlines(keepends=True)[-12:]))
             continue
         modules = got.pop("modules")
         tensors = got.pop("tensors", None)
@@ -659,3 +667,42 @@ def beside_paper(paper, entry: str, model: str) -> "Any":
         rows.append(pd.DataFrame([{"model": model, "source": f"ours: no GPU run of '{entry}' has come back yet",
                                    "kind": "not run"}]))
     return pd.concat(rows, ignore_index=True)
+
+
+def beside_cpu(cpu: dict[str, Any], cpu_label: str, entry: str, metrics: list[str],
+               chance: dict[str, float] | None = None) -> "Any":
+    """A stored CPU result and the harvest's result of ``entry`` as rows of one table.
+
+    Each row names its device, budget and number of test rows; without a harvest result the GPU
+    row says that no GPU run has come back yet. ``chance`` adds the metric of uniform guessing.
+    """
+    import pandas as pd
+
+    rows = [{"run": cpu_label, "device": cpu["provenance"]["device"], "test rows": int(cpu["metrics"].get("n", 0)),
+             **{m: cpu["metrics"][m] for m in metrics}}]
+    for r in [r for r in gpu_results() if r.get("extra", {}).get("harvest", {}).get("entry") == entry]:
+        rows.append({"run": f"GPU harvest ({budget_line(r)})", "device": r["provenance"]["device"],
+                     "test rows": int(r["metrics"]["all"]["n"]), **{m: r["metrics"]["all"][m] for m in metrics}})
+    if len(rows) == 1:
+        rows.append({"run": f"GPU harvest: no run of '{entry}' has come back yet", "device": "", "test rows": 0})
+    if chance:
+        rows.append({"run": "chance (uniform guessing)", "device": "", "test rows": 0, **chance})
+    return pd.DataFrame(rows)
+
+
+def plot_learning_curve(entry: str, metric: str, ax=None):
+    """The validation ``metric`` of the harvest run of ``entry`` against optimiser steps (None without one)."""
+    recs = [r for r in gpu_results() if r.get("extra", {}).get("harvest", {}).get("entry") == entry]
+    if not recs:
+        return None
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3))
+    for r in recs:
+        curve = r["extra"]["learning_curve"]
+        steps = np.cumsum([h["steps"] for h in curve])
+        ax.plot(steps, [h.get(f"valid/{metric}", np.nan) for h in curve], marker="o", label=budget_line(r))
+    ax.set(xlabel="optimiser steps", ylabel=f"validation {metric}", title=f"{entry}: learning curve")
+    ax.legend(fontsize=8)
+    return ax
