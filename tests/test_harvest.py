@@ -125,7 +125,8 @@ def test_harvest_runs_the_queue_within_its_budget(tmp_path, monkeypatch):
     # stopped in time: the budget holds the whole command (interpreter start included) to a few seconds
     assert elapsed < budget + 10, elapsed
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["harvest.log", "harvest__first.json", "harvest__xc.json", "harvest__xc.safetensors"], files
+    assert files == ["harvest.log", "harvest__first.json", "harvest__first.safetensors", "harvest__xc.json",
+                     "harvest__xc.safetensors"], files
     log = (out / "harvest.log").read_text()
     assert "second: skipped" in log and "first: done" in log and "xc: done" in log
     xc = json.loads((out / "harvest__xc.json").read_text())
@@ -148,7 +149,8 @@ def test_harvest_runs_the_queue_within_its_budget(tmp_path, monkeypatch):
     monkeypatch.setenv("XDREC_RESULTS", str(tmp_path / "results"))
     assert harvest.gpu_results() == []
     copied = harvest.collect(out)
-    assert [p.name for p in copied] == ["harvest__first.json", "harvest__xc.json", "harvest__xc.safetensors"]
+    assert [p.name for p in copied] == ["harvest__first.json", "harvest__first.safetensors", "harvest__xc.json",
+                                        "harvest__xc.safetensors"]
     assert [r["name"] for r in harvest.gpu_results()] == ["harvest__first", "harvest__xc"]
 
     # what the notebooks show: the GPU row beside the paper's / the CPU's, labelled with device and budget
@@ -199,3 +201,27 @@ def test_committed_queue_is_valid_and_fits_what_comes_back():
     assert queue[0].name == "tiger-beauty"
     assert 1 + sum(harvest.KINDS[e.kind].files for e in queue) <= harvest.MAX_FILES_BACK
     assert all(e.kind in harvest.KINDS for e in queue)
+
+
+def test_a_later_window_continues_from_the_stored_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDREC_RESULTS", str(tmp_path / "results"))
+    bundle, queue = tmp_path / "bundle", _queue(tmp_path / "queue.json", [_entry("first", 5, 1.0)])
+    _tiny_tiger_bundle(bundle / "first", epochs=10_000)
+    entries = harvest.read_queue(queue)
+    harvest.run(entries, bundle, tmp_path / "w1", 25, margin_s=2, allow_cpu=True)
+    harvest.collect(tmp_path / "w1")
+    one = harvest.gpu_results()[0]
+    # the next window's bundle: what prepare writes for an entry with continue_from
+    meta_path = bundle / "first" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["continues"] = harvest._previous_run("harvest__first", bundle / "first")
+    meta_path.write_text(json.dumps(meta))
+    assert (bundle / "first" / "init.safetensors").is_file()
+    harvest.run(entries, bundle, tmp_path / "w2", 25, margin_s=2, allow_cpu=True)
+    two = json.loads((tmp_path / "w2" / "harvest__first.json").read_text())
+    b1, b2 = one["extra"]["budget"], two["extra"]["budget"]
+    assert two["extra"]["continued_from"] == "harvest__first" and b2["windows"] == 2
+    assert b2["optimizer_steps_total"] == b1["optimizer_steps"] + b2["optimizer_steps"]
+    assert len(two["extra"]["learning_curve"]) == b1["epochs_run"] + b2["epochs_run"]
+    assert {h["window"] for h in two["extra"]["learning_curve"]} == {0, 1}
+    assert "continues from harvest__first" in (tmp_path / "w2" / "harvest.log").read_text()

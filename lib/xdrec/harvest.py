@@ -170,6 +170,7 @@ def prepare_tiger(entry: Entry, folder: Path, *, progress: bool = True) -> dict[
     from .results import git_commit
 
     prof = get_profile(a.get("profile", "paper"))
+    init = _previous_run(a.get("continue_from"), folder)
     return write_tiger_bundle(
         folder, ids=sid.ids, item_domain=ds.items["domain"].to_numpy(), domains=sid.domains,
         codebook_sizes=sid.codebook_sizes, timelines=user_timelines(split.train),
@@ -185,7 +186,25 @@ def prepare_tiger(entry: Entry, folder: Path, *, progress: bool = True) -> dict[
                           if a.get("valid_rows_per_domain") else "all")
                        + "; test rows: " + (f"a seeded sample of {a['test_rows_per_domain']} per domain"
                                              if a.get("test_rows_per_domain") else "all"),
-              "prepared_by": git_commit()})
+              "prepared_by": git_commit(), "continues": init})
+
+
+def _previous_run(name: str | None, folder: Path) -> dict[str, Any] | None:
+    """The stored harvest result ``results/gpu/<name>.json`` whose weights the next window starts
+    from: its weights are copied into ``folder/init.safetensors``; returned: its steps and curve."""
+    if not name:
+        return None
+    from .paths import results_dir
+
+    rec_path, weights = results_dir("gpu") / f"{name}.json", results_dir("gpu") / f"{name}.safetensors"
+    if not (rec_path.is_file() and weights.is_file()):
+        return None  # no earlier window: start from scratch
+    rec = json.loads(rec_path.read_text(encoding="utf-8"))
+    shutil.copyfile(weights, folder / "init.safetensors")
+    b = rec["extra"]["budget"]
+    return {"from": name, "optimizer_steps": b.get("optimizer_steps_total", b["optimizer_steps"]),
+            "true_epochs": b.get("true_epochs_total", b["true_epochs"]), "train_s": b.get("train_s_total", b["train_s"]),
+            "learning_curve": rec["extra"]["learning_curve"], "device": rec["provenance"]["device"]}
 
 
 def write_tiger_bundle(folder: Path, *, ids, item_domain, domains, codebook_sizes, timelines, valid, test,
@@ -224,6 +243,16 @@ def run_tiger(entry: Entry, folder: Path, deadline: float, log: Callable[[str], 
     torch.manual_seed(seed)
     model = TIGER(arr["ids"], arr["item_domain"], meta["domains"], TIGERConfig.from_profile(tc, ev),
                   codebook_sizes=meta["codebook_sizes"]).to(device)
+    prior = meta.get("continues")
+    if prior and (folder / "init.safetensors").is_file():  # a later window continues an earlier one's weights
+        from .training import load_model_state
+
+        load_model_state(model, folder / "init.safetensors")
+        log(f"{entry.name}: continues from {prior['from']} ({prior['optimizer_steps']:,d} steps, "
+            f"{prior['true_epochs']:.1f} epochs; the optimiser state starts afresh)")
+        seed += len(prior["learning_curve"])  # other shuffles than the windows before
+    else:
+        prior = None
     timelines = _unragged(arr["timelines"], arr["timeline_offsets"])
     examples = NextItemExamples(timelines, model, batch_size=tc["batch_size"], seed=seed,
                                 tokens_per_epoch=tc.get("tokens_per_epoch"))
@@ -267,6 +296,16 @@ def run_tiger(entry: Entry, folder: Path, deadline: float, log: Callable[[str], 
         f"test Recall@10 {means['recall@10']:.4f} NDCG@10 {means['ndcg@10']:.4f} ({test_s:.0f} s)")
     curve = [{"epoch": h["epoch"], "steps": h["steps"], "train_loss": h["train_loss"],
               **{k: v for k, v in h.items() if k.startswith("valid/")}, "wall_time": h["wall_time"]} for h in res.history]
+    if prior:
+        budget |= {"optimizer_steps_total": prior["optimizer_steps"] + steps,
+                   "true_epochs_total": prior["true_epochs"] + budget["true_epochs"],
+                   "train_s_total": prior["train_s"] + res.wall_time, "windows": 1 + prior.get("windows", 1)}
+        curve = [{**h, "window": h.get("window", 0)} for h in prior["learning_curve"]] \
+            + [{**h, "window": 1 + max(x.get("window", 0) for x in prior["learning_curve"])} for h in curve]
+    from .training import model_state
+
+    tensors, aliases = model_state(model)
+    half = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in tensors.items()}
     return {"metrics": {"all": {**means, "n": len(test)}},
             "dataset": f"{meta['dataset']}/{'+'.join(meta['domains'])}", "split": meta["split"], "seed": seed,
             "trainable_params": count_trainable_params(model), "wall_time_s": res.wall_time + test_s,
@@ -274,8 +313,10 @@ def run_tiger(entry: Entry, folder: Path, deadline: float, log: Callable[[str], 
             "extra": {"budget": budget, "learning_curve": curve, "counts": meta["counts"], "ids": meta["id_stats"],
                       "rows": {"user": test["user"].tolist(), "domain": [meta["domains"][d] for d in test["domain"]],
                                "rank": out["all"]["rank"].tolist()},
-                      "prepared_by": meta["prepared_by"]},
-            "modules": TIGER_MODULES}
+                      "prepared_by": meta["prepared_by"], "continued_from": prior and prior["from"],
+                      "weights": "the best validation weights in float16 (what a later window continues from)"},
+            "modules": TIGER_MODULES, "tensors": half, "tensor_metadata": {"aliases": json.dumps(aliases),
+                                                                                "trainable_only": "false"}}
 
 
 def _examples_seen(history: list[dict[str, Any]], examples) -> int:
@@ -449,7 +490,7 @@ class Kind:
     files: int  # files a finished run writes into the output folder
 
 
-KINDS: dict[str, Kind] = {"tiger": Kind(prepare_tiger, run_tiger, 1),
+KINDS: dict[str, Kind] = {"tiger": Kind(prepare_tiger, run_tiger, 2),
                           "xcross_source": Kind(prepare_xcross, run_xcross, 2)}
 
 
@@ -537,6 +578,7 @@ def run(queue: list[Entry], bundle: Path, out: Path, budget_s: float, *, margin_
             continue
         modules = got.pop("modules")
         tensors = got.pop("tensors", None)
+        tensor_meta = got.pop("tensor_metadata", {})
         rec = make_record(f"harvest__{e.name}", got.pop("metrics"), profile="gpu", dataset=got.pop("dataset"),
                           split=got.pop("split"), seed=got.pop("seed"), wall_time_s=got.pop("wall_time_s"),
                           trainable_params=got.pop("trainable_params"), config=got.pop("config"),
@@ -550,7 +592,8 @@ def run(queue: list[Entry], bundle: Path, out: Path, budget_s: float, *, margin_
             from .io import save_safetensors
 
             save_safetensors(out / f"harvest__{e.name}.safetensors", tensors,
-                             metadata={"entry": e.name, "code_fingerprint": rec["provenance"]["code_fingerprint"]})
+                             metadata={"entry": e.name, "code_fingerprint": rec["provenance"]["code_fingerprint"],
+                                       **tensor_meta})
             rec["extra"]["weights_file"] = f"harvest__{e.name}.safetensors"
         write_json(out / f"harvest__{e.name}.json", rec)
         records.append(rec)
