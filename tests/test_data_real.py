@@ -51,3 +51,28 @@ def test_shared_sets_match_readme(tmp_path, monkeypatch):
     assert per["Kitchen"]["items"] - per["Kitchen"]["items_without_text"] == 15_756
     assert fk.stats().loc["all", "overlap_users"] == 7_144
     assert fk.interactions["timestamp"].min() > 0
+
+
+@pytest.mark.realdata
+def test_beauty_has_title_and_category_text(tmp_path, monkeypatch):
+    """Beauty (the TIGER paper's set) with its item text: every item titled, numbered as without text."""
+    monkeypatch.setenv("XDREC_CACHE", str(tmp_path / "cache"))
+    try:
+        data.find_dataset("amazon14-5core-sequences")
+    except data.DatasetNotFoundError:
+        pytest.skip("shared data not found (../shared/data or $XDREC_DATA)")
+    ds = data.load("amazon14-5core-sequences", domains=["Beauty"])
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (22_363, 12_101, 198_502)
+    assert ds.meta["missing_text"]["items_without_text"] == 0
+    first = ds.items.iloc[0]
+    assert first.item_key == "B004756YJA"  # the first item of the first line: numbering by first appearance
+    assert first.text == ("OPI Nail Lacquer, Simmer and Shimmer, 0.5-Fluid Ounce. "
+                          "Category: Beauty > Makeup > Nails > Nail Polish")
+    assert not ds.items.text.str.contains("&amp;").any()
+    # Sports and Toys still have no text of their own
+    sports = data.load("amazon14-5core-sequences", domains=["Sports"])
+    assert sports.meta["missing_text"]["items_without_text"] == sports.n_items
+    from xdrec.data.shared_sets import beauty_item_text
+
+    assert beauty_item_text("A &amp; B", [["Beauty", "Hair"], ["Beauty", "Tools"]]) == \
+        "A & B. Category: Beauty > Hair; Beauty > Tools"

@@ -9,8 +9,9 @@ texts are cleaned but *not yet* completed: items without text have ``text == ""`
 * ``amazon14-food-kitchen``: Amazon 2014, Grocery & Gourmet Food and Home & Kitchen, users
   active in both, timestamps, partial titles (``DiMarzioBian/ABXI`` +
   ``xhran2010/LLMCDSR``).
-* ``amazon14-5core-sequences``: Amazon 2014 5-core Sports / Beauty / Toys sequences, no item
-  text, no timestamps (``zhaodong-liu/GRAM``).
+* ``amazon14-5core-sequences``: Amazon 2014 5-core Sports / Beauty / Toys sequences, no
+  timestamps (``zhaodong-liu/GRAM``); item text (title and category paths) for Beauty only
+  (``Linxyhaha/TransRec``'s maps, aligned to GRAM's ASINs).
 """
 from __future__ import annotations
 
