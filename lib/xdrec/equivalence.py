@@ -11,8 +11,9 @@ result, and is only written when that was measured:
    fingerprints the stored results carry) in a temporary git worktree;
 2. it runs the same *probe* against both code states, each in its own process with its own
    results and checkpoint folders: every paper's pipeline at the ``ci`` profile on real data
-   (ID baselines, the GenCDR tokenizer and recommender, TIGER, X-Cross, UTGRec with TIGER and
-   LETTER), one thread, seeded;
+   (ID baselines, on the generative rows too; the GenCDR tokenizer, recommender, an ablation and a
+   sensitivity point; TIGER; X-Cross and its ID baseline; UTGRec with TIGER and LETTER), one
+   thread, seeded;
 3. it compares what the two probes stored — every metric, per-row rank, training history and
    ID statistic, with wall times, dates, commits and paths left out — for exact equality;
 4. only if all are equal, it records in ``code_equivalence.json`` (beside this file) that each
@@ -41,7 +42,8 @@ CERTIFICATES = Path(__file__).with_name("code_equivalence.json")
 VOLATILE = {"provenance", "timings", "wall_time", "wall_time_s", "train_time", "eval_time", "train_s", "test_s",
             "seconds", "build_s", "ids_s", "test_rows_per_s", "examples_per_s", "mean_epoch_train_s",
             "mean_validation_s", "tokens_per_s", "items_per_s", "directory", "checkpoint", "written_at",
-            "fit_skipped", "skipped", "resumed_from", "trained", "ids_trained", "rows_per_s", "steps_per_s"}
+            "fit_skipped", "skipped", "resumed_from", "trained", "ids_trained", "rows_per_s", "steps_per_s",
+            "checkpoints"}
 
 
 # ------------------------------------------------------------------------------------------ certificates
@@ -56,9 +58,18 @@ def load_certificates(path: Path = CERTIFICATES) -> dict[str, str]:
         raise ValueError(f"{path}: not a certificate file ({e}); restore it from git") from e
 
 
+CANDIDATES_ENV = "XDREC_EQUIVALENCE_CANDIDATES"
+"""A candidate certificate file that only :func:`certify`'s probe of the new code reads: the new
+code then computes every fingerprint-derived key (checkpoint folders, run keys) as it will once
+certified, so what the probe stores is comparable with the base's."""
+
+
 def canonical(fingerprint: str, table: dict[str, str] | None = None) -> str:
     """The fingerprint a certified chain of changes leads back to (itself if uncertified)."""
-    table = load_certificates() if table is None else table
+    if table is None:
+        table = load_certificates()
+        if os.environ.get(CANDIDATES_ENV):
+            table = {**table, **load_certificates(Path(os.environ[CANDIDATES_ENV]))}
     seen = {fingerprint}
     while fingerprint in table:
         fingerprint = table[fingerprint]
@@ -132,6 +143,11 @@ def recording(*modules):
     seen[" ".join(sorted(modules))] = {"raw": raw(*modules), "value": value}
     return value
 
+if len(sys.argv) > 2 and sys.argv[2] == "fingerprints":  # only the raw fingerprints of the given module sets
+    wanted = json.load(open(sys.argv[3]))
+    json.dump({m: raw(*m.split()) for m in wanted}, open(sys.argv[1], "w"), indent=1)
+    raise SystemExit(0)
+
 R.code_fingerprint = recording  # before the runners import it
 
 from xdrec.baselines import experiment as baselines
@@ -140,13 +156,20 @@ from xdrec.gencdr.recommendation import run_recommender
 from xdrec.tiger.experiment import run_tiger
 from xdrec.xcross import experiment as xcross
 from xdrec.utgrec import experiment as utgrec
+from xdrec.gencdr import studies
+from xdrec import comparison
 
 steps = {
     "id_baselines": lambda: baselines.run_all("ci"),
     "gencdr_tokenizer": lambda: run_tokenizer("amazon18-xcross", profile="ci", variant="full", seed=0),
     "gencdr_recommender": lambda: run_recommender("amazon18-xcross", profile="ci", seed=0),
     "tiger": lambda: run_tiger("amazon18-xcross", profile="ci", seed=0, progress=False),
+    "comparison": lambda: [comparison.baseline_on_rows(m, "amazon18-xcross", "Tools", profile="ci")
+                           for m in ("pop", "sasrec-ce")],
+    "gencdr_studies": lambda: (studies.run_ablation("amazon18-xcross", "average-gate", profile="ci"),
+                               studies.run_sensitivity("n_experts", 1, profile="ci")),
     "xcross": lambda: xcross.run_target_model("xcross", "Tools", profile="ci"),
+    "xcross_id": lambda: xcross.run_id_baseline("sasrec", "Tools", profile="ci"),
     "utgrec": lambda: utgrec.run_table2("Tools", "ci"),
 }
 only = [s for s in os.environ.get("XDREC_PROBE_ONLY", "").split(",") if s]
@@ -161,8 +184,10 @@ json.dump({"fingerprints": seen, "results": results}, open(sys.argv[1], "w"), in
 '''
 
 
-def run_probe(lib: Path, out: Path, work: Path, *, only: str = "") -> dict[str, Any]:
-    """Run :data:`PROBE` with ``lib`` first on the path, its results and checkpoints under ``work``."""
+def run_probe(lib: Path, out: Path, work: Path, *, only: str = "", candidates: Path | None = None,
+              fingerprints_of: list[str] | None = None) -> dict[str, Any]:
+    """Run :data:`PROBE` with ``lib`` first on the path, its results and checkpoints under ``work``
+    (``fingerprints_of``: only the raw fingerprints of these module sets)."""
     from .data import find_dataset
     from .paths import cache_dir
 
@@ -181,7 +206,14 @@ def run_probe(lib: Path, out: Path, work: Path, *, only: str = "") -> dict[str, 
            "XDREC_CHECKPOINTS": str(work / "checkpoints"), "XDREC_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
            "PYTHONHASHSEED": "0", "XDREC_PROGRESS": "0", "XDREC_LAUNCH": "inprocess", "XDREC_PROBE_ONLY": only}
     env.pop("XDREC_REQUIRE_STORED", None)
-    subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, cwd=lib.parent)
+    env.pop(CANDIDATES_ENV, None)
+    if candidates is not None:
+        env[CANDIDATES_ENV] = str(candidates)
+    extra = []
+    if fingerprints_of is not None:
+        (work / "wanted.json").write_text(json.dumps(fingerprints_of))
+        extra = ["fingerprints", str(work / "wanted.json")]
+    subprocess.run([sys.executable, str(script), str(out), *extra], env=env, check=True, cwd=lib.parent)
     return json.loads(out.read_text())
 
 
@@ -193,7 +225,10 @@ def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None) 
                             text=True).stdout.strip()
     # the base's probe is kept (``keep``) and reused while it is of the same commit and steps
     stamp = work / "base.stamp"
-    if stamp.exists() and stamp.read_text() == f"{commit} {only}" and (work / "base.json").exists():
+    import hashlib
+
+    probe_key = f"{commit} {only} {hashlib.sha256(PROBE.encode()).hexdigest()[:12]}"
+    if stamp.exists() and stamp.read_text() == probe_key and (work / "base.json").exists():
         old = json.loads((work / "base.json").read_text())
     else:
         tree = work / "base-tree"
@@ -204,12 +239,16 @@ def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None) 
         try:
             (work / "base").mkdir(exist_ok=True)
             old = run_probe(tree / "lib", work / "base.json", work / "base", only=only)
-            stamp.write_text(f"{commit} {only}")
+            stamp.write_text(probe_key)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
     shutil.rmtree(work / "new", ignore_errors=True)
     (work / "new").mkdir()
-    new = run_probe(repo / "lib", work / "new.json", work / "new", only=only)
+    # the new code's fingerprints of the base's module sets: the candidate certificate
+    raw_new = run_probe(repo / "lib", work / "new-fingerprints.json", work / "new", fingerprints_of=sorted(old["fingerprints"]))
+    candidates = {fp: old["fingerprints"][m]["value"] for m, fp in raw_new.items() if fp != old["fingerprints"][m]["value"]}
+    (work / "candidates.json").write_text(json.dumps({"certificates": [{"fingerprints": candidates}]}))
+    new = run_probe(repo / "lib", work / "new.json", work / "new", only=only, candidates=work / "candidates.json")
     if sorted(old["results"]) != sorted(new["results"]):
         raise SystemExit(f"refused: the probes stored different results: base {sorted(old['results'])}, "
                          f"new {sorted(new['results'])}")
@@ -217,12 +256,13 @@ def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None) 
         diff = first_difference(comparable(old["results"][name]), comparable(new["results"][name]))
         if diff:
             raise SystemExit(f"refused: result {name} differs at {diff}")
-    pairs = {}
     for modules, fp in new["fingerprints"].items():
         if modules not in old["fingerprints"]:
             raise SystemExit(f"refused: the base code never fingerprinted {modules!r}")
-        if fp["raw"] != old["fingerprints"][modules]["value"]:
-            pairs[fp["raw"]] = old["fingerprints"][modules]["value"]
+        if fp["value"] != old["fingerprints"][modules]["value"]:
+            raise SystemExit(f"refused: {modules!r} fingerprints to {fp['value']}, not the base's "
+                             f"{old['fingerprints'][modules]['value']}")
+    pairs = candidates
     doc = json.loads(CERTIFICATES.read_text()) if CERTIFICATES.exists() else {"certificates": []}
     cert = {"base": commit, "results_compared": sorted(old["results"]), "fingerprints": pairs,
             "modules": {m: {"base": old["fingerprints"][m]["value"], "new": f["raw"]}
