@@ -225,3 +225,15 @@ def test_a_later_window_continues_from_the_stored_weights(tmp_path, monkeypatch)
     assert len(two["extra"]["learning_curve"]) == b1["epochs_run"] + b2["epochs_run"]
     assert {h["window"] for h in two["extra"]["learning_curve"]} == {0, 1}
     assert "continues from harvest__first" in (tmp_path / "w2" / "harvest.log").read_text()
+    # once converged, later windows pass its time on
+    meta["continues"]["converged"] = True
+    meta_path.write_text(json.dumps(meta))
+    assert harvest.run(entries, bundle, tmp_path / "w3", 25, margin_s=2, allow_cpu=True) == []
+    assert "first: skipped, converged in an earlier window" in (tmp_path / "w3" / "harvest.log").read_text()
+
+
+def test_convergence_over_a_learning_curve():
+    curve = [{"valid/recall@10": v} for v in (0.1, 0.3, 0.2, 0.25, 0.28)]
+    assert not harvest.converged(curve, "recall@10", 5) and not harvest.converged(curve, "recall@10", 4)
+    assert harvest.converged(curve, "recall@10", 3)  # best at 2 of 5 evaluations, none better in the last 3
+    assert not harvest.converged(curve + [{"valid/recall@10": 0.31}], "recall@10", 3)

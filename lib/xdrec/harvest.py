@@ -56,6 +56,20 @@ class HarvestError(ValueError):
     """A queue, bundle or budget the harvest refuses before it trains anything."""
 
 
+class EntryDone(Exception):
+    """An entry with nothing left to do (it converged in an earlier window): skipped, its time passed on."""
+
+
+def converged(curve: list[dict[str, Any]], metric: str, patience: int) -> bool:
+    """No validation gain over the last ``patience`` evaluations (the early-stopping rule of
+    :func:`xdrec.training.fit`, applied to a learning curve that may span several windows)."""
+    values = [h[f"valid/{metric}"] for h in curve if f"valid/{metric}" in h]
+    if len(values) <= patience:
+        return False
+    best = int(np.argmax(values))  # the first best value
+    return len(values) - 1 - best >= patience
+
+
 # ------------------------------------------------------------------------------------------ queue
 @dataclass(frozen=True)
 class Entry:
@@ -202,7 +216,9 @@ def _previous_run(name: str | None, folder: Path) -> dict[str, Any] | None:
     rec = json.loads(rec_path.read_text(encoding="utf-8"))
     shutil.copyfile(weights, folder / "init.safetensors")
     b = rec["extra"]["budget"]
-    return {"from": name, "optimizer_steps": b.get("optimizer_steps_total", b["optimizer_steps"]),
+    patience = rec["config"]["tiger"].get("patience") or 5
+    return {"from": name, "converged": b["stop_reason"] == "early_stop"
+            or converged(rec["extra"]["learning_curve"], "recall@10", patience), "optimizer_steps": b.get("optimizer_steps_total", b["optimizer_steps"]),
             "true_epochs": b.get("true_epochs_total", b["true_epochs"]), "train_s": b.get("train_s_total", b["train_s"]),
             "learning_curve": rec["extra"]["learning_curve"], "device": rec["provenance"]["device"]}
 
@@ -244,6 +260,9 @@ def run_tiger(entry: Entry, folder: Path, deadline: float, log: Callable[[str], 
     model = TIGER(arr["ids"], arr["item_domain"], meta["domains"], TIGERConfig.from_profile(tc, ev),
                   codebook_sizes=meta["codebook_sizes"]).to(device)
     prior = meta.get("continues")
+    if prior and prior.get("converged"):
+        raise EntryDone(f"converged in an earlier window ({prior['from']}: {prior['optimizer_steps']:,d} steps, "
+                        f"no validation gain over its last evaluations)")
     if prior and (folder / "init.safetensors").is_file():  # a later window continues an earlier one's weights
         from .training import load_model_state
 
@@ -570,6 +589,9 @@ def run(queue: list[Entry], bundle: Path, out: Path, budget_s: float, *, margin_
         t0 = time.time()
         try:
             got = KINDS[e.kind].run(e, bundle / e.name, deadline, log)
+        except EntryDone as done:
+            log(f"{e.name}: skipped, {done}")
+            continue
         except Exception as exc:  # one entry's failure must not cost the others their time
             import traceback
 
