@@ -105,3 +105,24 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Several training processes (torchrun, accelerate launch): one writes
+# ----------------------------------------------------------------------------------------------
+def is_main_process() -> bool:
+    """False in every process but the first of a multi-process run (``RANK`` > 0): only the first writes.
+
+    Read from the environment that ``torchrun`` and ``accelerate launch`` set, so it holds before
+    any process group exists; a plain process is the main one.
+    """
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def wait_for_main() -> None:
+    """Under several processes, wait until every process is here (after the main one has written
+    what the others read next); nothing in one process. Every process must call it."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from accelerate.state import PartialState
+
+        PartialState().wait_for_everyone()

@@ -3,8 +3,10 @@
 :func:`fit` trains any ``torch.nn.Module`` that yields a scalar loss per batch.  It
 
 - runs through Hugging Face Accelerate, so the same code trains on the CPU, on one GPU, or on
-  several GPUs when started with ``accelerate launch`` (each process then sees its own shard of
-  a ``DataLoader``);
+  several processes when started with ``accelerate launch`` or ``torchrun``; a batch is the
+  *global* batch and each of the ``n`` processes trains on its ``1/n`` of it (a ``DataLoader`` is
+  prepared with ``split_batches``; the batches of a callable are split by :func:`process_share`),
+  so ``n`` processes take the optimizer steps of one process with the same batch size;
 - validates after every ``eval_every`` epochs and keeps the weights with the best validation
   metric (``recall@10`` by default: checkpoint selection by validation Recall@10, the protocol of
   the papers reproduced here), stopping after ``patience`` validations without improvement;
@@ -55,7 +57,8 @@ class TrainConfig:
     """Hyper-parameters of :func:`fit`.
 
     ``batch_size`` is read by the helpers that build a ``DataLoader`` (e.g.
-    :func:`xdrec.baselines.train_sasrec`); :func:`fit` itself takes the loader as given.
+    :func:`xdrec.baselines.train_sasrec`); :func:`fit` itself takes the loader as given. It is the
+    global batch: under several processes each takes its share of every batch (see :func:`fit`).
     ``patience`` counts validations (not epochs) without improvement; ``None`` disables early
     stopping.  ``max_steps`` caps the total number of optimizer steps across epochs.
     ``schedule`` is the learning-rate schedule after ``warmup_steps`` of linear warm-up.
@@ -247,12 +250,103 @@ def make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
+    # Several processes split each batch of a DataLoader (its batch size is the global batch), so
+    # that n processes take the same optimizer steps as one; one process keeps Accelerate's default.
+    split = _world_size() > 1
     return Accelerator(
         cpu=config.cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed,
+                                                  **({"split_batches": True} if split else {})),
     )
+
+
+def _world_size() -> int:
+    """Number of training processes: the started process group's, else ``WORLD_SIZE`` (torchrun, accelerate launch)."""
+    import os
+
+    from accelerate.state import PartialState
+
+    n = PartialState._shared_state.get("num_processes")
+    return int(n) if n else int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def process_share(batch: Any, index: int, num_processes: int) -> Any:
+    """Process ``index``'s part of a global ``batch``, for training with ``num_processes`` processes.
+
+    Tensors and NumPy arrays are cut along their first (example) dimension into ``num_processes``
+    contiguous parts (``torch.tensor_split``: sizes differ by at most one, the first parts being
+    the larger); dicts, lists, tuples and dataclasses are containers of such fields, split
+    field by field; anything else (a number, a string, ``None``) is kept whole. Every split field
+    must have the same number of examples, at least ``num_processes``.
+    """
+    sizes: set[int] = set()
+
+    def count(x):
+        if isinstance(x, (torch.Tensor, np.ndarray)):
+            if x.ndim == 0:
+                raise ValueError("fit cannot split a 0-d tensor of a batch across processes")
+            sizes.add(int(x.shape[0]))
+        elif isinstance(x, Mapping):
+            for v in x.values():
+                count(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                count(v)
+        elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+            for f in dataclasses.fields(x):
+                count(getattr(x, f.name))
+
+    count(batch)
+    if len(sizes) > 1:
+        raise ValueError(f"fit cannot split a batch across processes: its fields hold {sorted(sizes)} examples")
+    n = sizes.pop() if sizes else 0
+    if n < num_processes:
+        raise ValueError(f"a batch of {n} examples cannot be split across {num_processes} processes")
+    lo = index * (n // num_processes) + min(index, n % num_processes)
+    hi = lo + n // num_processes + (1 if index < n % num_processes else 0)
+
+    def cut(x):
+        if isinstance(x, (torch.Tensor, np.ndarray)):
+            return x[lo:hi]
+        if isinstance(x, Mapping):
+            d = {k: cut(v) for k, v in x.items()}
+            return d if type(x) is dict else type(x)(d)
+        if isinstance(x, tuple) and hasattr(x, "_fields"):  # a named tuple
+            return type(x)(*(cut(v) for v in x))
+        if isinstance(x, (list, tuple)):
+            return type(x)(cut(v) for v in x)
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return dataclasses.replace(x, **{f.name: cut(getattr(x, f.name)) for f in dataclasses.fields(x) if f.init})
+        return x
+
+    return cut(batch)
+
+
+class _LossModule(torch.nn.Module):
+    """``forward(batch) = loss_fn(model, batch)``: what several processes wrap in DDP."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+class _ProcessShares:
+    """The process's share of each batch of an epoch (sized when the epoch's batches are)."""
+
+    def __init__(self, batches: Iterable, index: int, num_processes: int):
+        self.batches, self.index, self.num_processes = batches, index, num_processes
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield process_share(batch, self.index, self.num_processes)
 
 
 def fit(
@@ -273,8 +367,16 @@ def fit(
         model: the module; its trainable parameters are optimised.
         train_data: a ``DataLoader`` (prepared by Accelerate: sharded across processes, seeded
             shuffling per epoch) or a function ``epoch -> iterable of batches`` (1-based epoch),
-            for data that is rebuilt every epoch; its batches are moved to the device but not
-            sharded, so under ``accelerate launch`` it must yield the process's own share.
+            for data that is rebuilt every epoch; its batches are moved to the device. Either way
+            a batch is the global batch: under ``n`` processes (``accelerate launch``, ``torchrun``)
+            a DataLoader is prepared with ``split_batches`` (its batch size must be a multiple of
+            ``n``; a short last batch is filled up with examples from the start, Accelerate's
+            ``even_batches``) and each batch of a callable is cut by :func:`process_share`, so every
+            process must yield the same batches (draw their randomness from seeded generators, as
+            the callables of xdrec do). A process's loss is the mean over its share and the
+            gradients are averaged over processes: equal to one process's when the shares carry
+            equal weight (equal numbers of examples, or of target tokens for a per-token mean);
+            in-batch terms (contrastive negatives, balance losses) see only the share.
         evaluate_fn: ``model -> dict`` of validation metrics, called on the unwrapped model in
             ``eval()`` mode under ``torch.no_grad()``; every process calls it.  Without it there
             is no early stopping and the last epoch counts as the best.
@@ -325,6 +427,14 @@ def fit(
     else:
         load_model_state(model, ckpt / resume["dir"] / "model.safetensors")
 
+    # Distributed (torchrun, accelerate launch of several processes): the loss is computed inside the
+    # forward of the wrapped module, so that DistributedDataParallel sees every forward (a loss_fn
+    # may call a method of the model, e.g. GenCDR's universal_loss, which DDP neither has nor syncs).
+    from accelerate.utils import DistributedType
+
+    in_forward = accelerator.distributed_type != DistributedType.NO
+    if in_forward:
+        model = _LossModule(model, loss_fn)
     model, optimizer = accelerator.prepare(model, optimizer)
     loader = accelerator.prepare(train_data) if isinstance(train_data, torch.utils.data.DataLoader) else None
     total_steps = _total_optimizer_steps(config, loader)
@@ -347,6 +457,8 @@ def fit(
             loop.stop_reason = None  # a run stopped by a time budget continues in the next one
 
     unwrapped = accelerator.unwrap_model(model)
+    if in_forward:
+        unwrapped = unwrapped.model
     is_main = accelerator.is_main_process
     show = config.progress and is_main
     session_start = time.perf_counter()
@@ -367,6 +479,8 @@ def fit(
                 loader.set_epoch(epoch)
         else:
             batches = train_data(epoch)
+            if accelerator.num_processes > 1:
+                batches = _ProcessShares(batches, accelerator.process_index, accelerator.num_processes)
         loss_sum, n_batches, steps_before = 0.0, 0, loop.global_step
         bar = progress(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False, dynamic_ncols=True)
         for batch in bar:
@@ -375,7 +489,7 @@ def fit(
 
                 batch = send_to_device(batch, accelerator.device)
             with accelerator.accumulate(model):
-                loss = loss_fn(model, batch)
+                loss = model(batch) if in_forward else loss_fn(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.grad_clip is not None:
                     accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)

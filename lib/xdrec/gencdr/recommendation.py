@@ -33,7 +33,7 @@ from .. import data
 from ..decoding import TrieTensors
 from ..encoders.backbones import load_causal_lm
 from ..generative import ItemTokens, evaluate_generative, next_id_batch, sample_rows, user_timelines
-from ..io import sha256_text
+from ..io import is_main_process, sha256_text, wait_for_main
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
 from ..results import code_fingerprint, load_if_current, save_result
@@ -150,10 +150,11 @@ def run_recommender(dataset: str, *, profile: str = "book", seed: int = 0, varia
     model, items, trie, split, ds = run["model"], run["items"], run["trie"], run["split"], run["dataset"]
     key = sha256_text(fingerprint, json.dumps(config, sort_keys=True), sha256_text(run["ids"].tobytes().hex()))[:16]
     base = checkpoint_dir("gencdr_recommender", dataset, f"{variant}-seed{seed}-{key}")
-    if force:
+    if force and is_main_process():
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+    wait_for_main()
     cpu = prof["device"] == "cpu"
     item_domain = ds.items["domain"].to_numpy()
     valid = sample_rows(split.valid, ev["valid_rows_per_domain"], seed)
@@ -239,11 +240,13 @@ def run_recommender(dataset: str, *, profile: str = "book", seed: int = 0, varia
         "split": {"train_timelines": len(timelines), "valid_rows": len(valid), "test_rows": len(test)},
     }
     wall = res_uni.wall_time + sum(r.wall_time for r in res_dom.values()) + sum(timings.values())
-    save_result(name, modes["fused"] if "fused" in modes else next(iter(modes.values())), profile=profile,
-                dataset=f"{dataset}/{'+'.join(ds.domains)}", seed=seed,
-                split=f"leave-last-out on the merged timeline; test: up to {ev['test_rows_per_domain']} rows per domain",
-                wall_time_s=wall, trainable_params=params_uni + sum(params_dom.values()), config=config, extra=extra,
-                code_fingerprint=fingerprint)
+    if is_main_process():  # under several processes, one writes
+        save_result(name, modes["fused"] if "fused" in modes else next(iter(modes.values())), profile=profile,
+                    dataset=f"{dataset}/{'+'.join(ds.domains)}", seed=seed,
+                    split=f"leave-last-out on the merged timeline; test: up to {ev['test_rows_per_domain']} rows per domain",
+                    wall_time_s=wall, trainable_params=params_uni + sum(params_dom.values()), config=config, extra=extra,
+                    code_fingerprint=fingerprint)
+    wait_for_main()
     return load_if_current(name, profile, fingerprint, config)
 
 

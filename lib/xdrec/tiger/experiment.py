@@ -33,7 +33,7 @@ import torch
 
 from .. import data
 from ..generative import evaluate_generative, sample_rows, user_timelines
-from ..io import sha256_text
+from ..io import is_main_process, sha256_text, wait_for_main
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
 from ..results import code_fingerprint, load_if_current, save_result
@@ -117,8 +117,9 @@ def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool
 
     key = sha256_text(fingerprint, json.dumps(config, sort_keys=True), sha256_text(sid.ids.tobytes().hex()))[:16]
     ckpt = checkpoint_dir("tiger", dataset, f"t5-seed{seed}-{key}")
-    if force:
+    if force and is_main_process():
         shutil.rmtree(ckpt, ignore_errors=True)
+    wait_for_main()
 
     def validate(m: TIGER) -> dict[str, float]:
         res = evaluate_generative(m.recommend, valid, k=ev["top_k"], batch_size=ev["batch_size"])

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import load_safetensors, read_json, save_safetensors, sha256_text, write_json, write_parquet
+from ..io import (is_main_process, load_safetensors, read_json, save_safetensors, sha256_text, wait_for_main,
+                  write_json, write_parquet)
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
 from ..results import code_fingerprint
@@ -240,10 +241,12 @@ def pretrain(sources: Sequence[str], *, profile: str = "book", seed: int | None 
     with torch.no_grad():
         model.codebooks.init_kmeans(model.encoder.mlp(lm_states.float()), seed=seed)
     result, rows = _train(model, tok, items, cfg, "pretrain", folder, seed)
-    save_safetensors(folder / "tokenizer.safetensors", trainable_state(model))
-    write_json(meta, {"sources": list(sources), "seed": seed, "settings": cfg, "training_items": int(len(rows)),
-                      "items": int(len(items.items)), "loss": [r["train_loss"] for r in result.history],
-                      "wall_time_s": round(time.perf_counter() - t0, 1)})
+    if is_main_process():  # under several processes, one writes
+        save_safetensors(folder / "tokenizer.safetensors", trainable_state(model))
+        write_json(meta, {"sources": list(sources), "seed": seed, "settings": cfg, "training_items": int(len(rows)),
+                          "items": int(len(items.items)), "loss": [r["train_loss"] for r in result.history],
+                          "wall_time_s": round(time.perf_counter() - t0, 1)})
+    wait_for_main()
     return folder
 
 
@@ -303,14 +306,17 @@ def finetune(target: str, sources: Sequence[str], *, profile: str = "book", seed
             model.fine_tuning()
         result, _ = _train(model, tok, items, cfg, "finetune", folder, seed)
         history = [r["train_loss"] for r in result.history]
-        save_safetensors(folder / "tokenizer.safetensors", trainable_state(model))
+        if is_main_process():
+            save_safetensors(folder / "tokenizer.safetensors", trainable_state(model))
     _, codes, dist = encode_items(model, tok, items, cfg)
     table, ids = _ids_table(items, codes, dist)
-    write_parquet(folder / "ids.parquet", table)
-    write_json(meta, {"target": target, "sources": list(sources), "seed": seed, "tuned": tune,
-                      "codebook_vectors_frozen": bool(tune and freeze_codebook_vectors), "settings": cfg,
-                      "loss": history, "stats": _id_stats(model, codes, ids),
-                      "wall_time_s": round(time.perf_counter() - t0, 1)})
+    if is_main_process():
+        write_parquet(folder / "ids.parquet", table)
+        write_json(meta, {"target": target, "sources": list(sources), "seed": seed, "tuned": tune,
+                          "codebook_vectors_frozen": bool(tune and freeze_codebook_vectors), "settings": cfg,
+                          "loss": history, "stats": _id_stats(model, codes, ids),
+                          "wall_time_s": round(time.perf_counter() - t0, 1)})
+    wait_for_main()
     return folder
 
 
@@ -327,8 +333,10 @@ def source_ids(sources: Sequence[str], *, profile: str = "book", seed: int | Non
     model, tok = load_pretrained(pre, cfg, seed)
     _, codes, dist = encode_items(model, tok, items, cfg)
     table, ids = _ids_table(items, codes, dist)
-    write_parquet(pre / "ids.parquet", table)
-    write_json(meta, {"sources": list(sources), "stats": _id_stats(model, codes, ids)})
+    if is_main_process():
+        write_parquet(pre / "ids.parquet", table)
+        write_json(meta, {"sources": list(sources), "stats": _id_stats(model, codes, ids)})
+    wait_for_main()
     return pre
 
 

@@ -35,7 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..io import load_safetensors, read_json, save_safetensors, sha256_text, write_json
+from ..io import (is_main_process, load_safetensors, read_json, save_safetensors, sha256_text, wait_for_main,
+                  write_json)
 from ..metrics import metrics_from_ranks, sampled_ranking
 from ..paths import checkpoint_dir, results_dir
 from ..profiles import get_profile
@@ -222,17 +223,20 @@ def _run_folder(profile: str, tag: str, config: dict, force: bool) -> Path:
     """The fit checkpoint folder of one run, keyed by its config and code (``force`` empties it)."""
     key = sha256_text(json.dumps({"config": config, "fingerprint": _fingerprint()}, sort_keys=True, default=str))[:10]
     folder = checkpoint_dir("xcross", profile, f"{tag}-{key}")
-    if force and folder.exists():
+    if force and folder.exists() and is_main_process():
         shutil.rmtree(folder)
+    wait_for_main()
     return folder
 
 
 def _save(name: str, ranks: np.ndarray, rows: ChoiceRows, profile: str, target: str, seed: int, wall: float,
           params: int | None, config: dict, extra: dict | None = None) -> dict:
-    save_result(name, summarize(ranks), profile=profile, dataset="amazon18-xcross", split=f"user 3:1:1 ({target})",
-                seed=seed, wall_time_s=wall, trainable_params=params, config=config,
-                code_fingerprint=_fingerprint(),
-                extra={"rows": {"user": rows.users.tolist(), "rank": ranks.astype(int).tolist()}, **(extra or {})})
+    if is_main_process():  # under several processes, one writes
+        save_result(name, summarize(ranks), profile=profile, dataset="amazon18-xcross", split=f"user 3:1:1 ({target})",
+                    seed=seed, wall_time_s=wall, trainable_params=params, config=config,
+                    code_fingerprint=_fingerprint(),
+                    extra={"rows": {"user": rows.users.tolist(), "rank": ranks.astype(int).tolist()}, **(extra or {})})
+    wait_for_main()
     return load_if_current(name, profile, _fingerprint(), config)
 
 
@@ -262,10 +266,12 @@ def train_source(domain: str, *, profile: str = "book", data_root=None, force: b
     params = count_trainable_params(model)
     folder = _run_folder(profile, f"source-{domain}-seed{seed}", key, force)
     result = train_choices(model, tok, data, data.train, profile, folder, seed=seed)
-    save_safetensors(out, enc.domain_state(domain))
-    write_json(meta, {"key": key, "trainable_params": params, "train_rows": len(data.train),
-                      "training": {"wall_time": result.wall_time,
-                                   "loss": [h["train_loss"] for h in result.history]}})
+    if is_main_process():  # under several processes, one writes
+        save_safetensors(out, enc.domain_state(domain))
+        write_json(meta, {"key": key, "trainable_params": params, "train_rows": len(data.train),
+                          "training": {"wall_time": result.wall_time,
+                                       "loss": [h["train_loss"] for h in result.history]}})
+    wait_for_main()
     return out
 
 
@@ -428,11 +434,13 @@ def run_id_baseline(model: str, target: str, *, profile: str = "book", data_root
     scores = net.score_all([h.tolist() for h in rows.histories]).cpu().numpy()
     s = np.take_along_axis(scores, rows.candidates, axis=1)
     ranks = sampled_ranking(s, KS, per_row=True)["rank"]
-    save_result(name, summarize(ranks), profile=profile, dataset="amazon18-xcross", split=f"user 3:1:1 ({target})",
-                seed=seed, wall_time_s=time.perf_counter() - t0, trainable_params=result.trainable_params,
-                config=config, code_fingerprint=fp,
-                extra={"rows": {"user": rows.users.tolist(), "rank": ranks.astype(int).tolist()},
-                       "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}})
+    if is_main_process():
+        save_result(name, summarize(ranks), profile=profile, dataset="amazon18-xcross", split=f"user 3:1:1 ({target})",
+                    seed=seed, wall_time_s=time.perf_counter() - t0, trainable_params=result.trainable_params,
+                    config=config, code_fingerprint=fp,
+                    extra={"rows": {"user": rows.users.tolist(), "rank": ranks.astype(int).tolist()},
+                           "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}})
+    wait_for_main()
     return load_if_current(name, profile, fp, config)
 
 
