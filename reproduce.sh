@@ -3,7 +3,8 @@
 #
 #   ./reproduce.sh setup            create .venv (if missing) and install everything; a re-run is a no-op
 #   ./reproduce.sh                  setup, execute every notebook with papermill, build the book
-#   ./reproduce.sh test             setup, unit tests, then nbval on the committed notebooks
+#   ./reproduce.sh test             setup, unit tests, nbval on the committed notebooks, then the
+#                                   paper-profile smoke run (--profile paper --smoke, from scratch)
 #   ./reproduce.sh notebooks        setup, execute the notebooks only
 #   ./reproduce.sh book             build the book from the executed notebooks only
 #
@@ -12,12 +13,21 @@
 #   --force                   re-run stages even if their inputs did not change, and recompute
 #                             stored experiments instead of reading them back
 #   --only PATTERN            run only the notebooks whose file name matches PATTERN (e.g. 02)
+#   --smoke                   a dry run of the profile's code path (meant for --profile paper on a
+#                             CPU): every notebook at the profile's settings, but each training stage
+#                             stops after a few optimiser steps and each evaluation scores a few rows
+#                             (XDREC_SMOKE=1, see lib/xdrec/smoke.py). Backbone variables left unset
+#                             get tiny random stand-ins of the paper's architectures (written once to
+#                             .cache/standins). Results, notebooks and the book go to results/smoke/
+#                             (git-ignored), checkpoints to checkpoints/smoke/; every result is
+#                             flagged as a smoke result. Never the committed book or results.
 #
 # Environment:
 #   XDREC_DATA        data root (default: ./data, then ../shared/data)
 #   XDREC_DEVICE      cpu (default) | cuda: which torch build `setup` installs
 #   XDREC_BACKBONE    local path of the LLM backbone for the paper profile (e.g. a Qwen2.5-7B folder)
 #   XDREC_ENCODER     local path of the text / X-Cross encoder for the paper profile (e.g. DeBERTa-v3-base)
+#   XDREC_LLM         local path of UTGRec's content encoder for the paper profile (e.g. a Qwen2-VL-2B folder)
 #   XDREC_LAUNCH      how training scripts are launched at the paper profile (default: accelerate launch)
 set -euo pipefail
 
@@ -28,6 +38,7 @@ CMD=run
 PROFILE=book
 FORCE=0
 ONLY=""
+SMOKE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     setup|run|test|notebooks|book) CMD="$1" ;;
@@ -35,7 +46,8 @@ while [[ $# -gt 0 ]]; do
     --profile=*) PROFILE="${1#*=}" ;;
     --force) FORCE=1 ;;
     --only) ONLY="${2:?--only needs a pattern}"; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --smoke) SMOKE=1 ;;
+    -h|--help) sed -n "2,$(grep -n '^set -euo pipefail' "$0" | cut -d: -f1)p" "$0" | sed '$d'; exit 0 ;;
     *) echo "reproduce.sh: unknown argument '$1' (see ./reproduce.sh --help)" >&2; exit 2 ;;
   esac
   shift
@@ -47,6 +59,8 @@ PY="$VENV/bin/python"
 DEVICE="${XDREC_DEVICE:-cpu}"
 export PYTHONHASHSEED=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 export PYDEVD_DISABLE_FILE_VALIDATION=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# where results (and non-book notebooks) go: results/, or results/smoke/ for a smoke run
+RESULTS="$ROOT/results"
 
 log() { printf '\033[1m[reproduce %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -119,11 +133,12 @@ notebooks() {
 #   stage current NB STAMP    exit 0 if STAMP still matches NB's inputs
 stage() {
   "$PY" - "$PROFILE" "$@" <<'PY'
-import hashlib, json, pathlib, sys
+import hashlib, json, os, pathlib, sys
 profile, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 
 def results():
-    files = [*pathlib.Path("results", profile).glob("*.json"), *pathlib.Path("results", "benchmarks").glob("*.json")]
+    base = pathlib.Path(os.environ.get("XDREC_RESULTS", "results"))
+    files = [*(base / profile).glob("*.json"), *(base / "benchmarks").glob("*.json")]
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
 
 def key(nb, written):
@@ -154,12 +169,32 @@ elif mode == "current":
 PY
 }
 
+# Where a profile's executed notebooks go: the book profile writes outputs in place (the book and
+# nbval read the committed notebooks); other profiles, and every smoke run, beside their results.
+notebook_dir() {
+  if [[ "$PROFILE" == book && $SMOKE == 0 ]]; then echo "$ROOT/notebooks"; else echo "$RESULTS/$PROFILE/notebooks"; fi
+}
+
+# A smoke run: XDREC_SMOKE=1 (a few steps and rows, lib/xdrec/smoke.py), its own results and
+# checkpoints, and the stand-in backbones for every backbone variable the user left unset.
+smoke_env() {
+  export XDREC_SMOKE=1
+  RESULTS="$ROOT/results/smoke"
+  export XDREC_RESULTS="$RESULTS" XDREC_CHECKPOINTS="${XDREC_CHECKPOINTS:-$ROOT/checkpoints/smoke}"
+  local line var
+  while read -r line; do
+    var="${line#export }"; var="${var%%=*}"
+    if [[ -z "${!var:-}" ]]; then eval "$line"; log "smoke: $var=${!var} (stand-in)"; else log "smoke: $var=${!var} (yours)"; fi
+  done < <("$PY" -m xdrec.encoders.standins "$ROOT/.cache/standins" 2>/dev/null)
+}
+
 run_notebooks() {
   local out_dir stamps="$ROOT/.stamps/$PROFILE"
+  [[ $SMOKE == 1 ]] && stamps="$ROOT/.stamps/smoke-$PROFILE"
   mkdir -p "$stamps"
-  # The book profile writes outputs in place (the book and nbval read the committed notebooks);
-  # other profiles write beside their results.
-  if [[ "$PROFILE" == book ]]; then out_dir="$ROOT/notebooks"; else out_dir="$ROOT/results/$PROFILE/notebooks"; fi
+  out_dir="$(notebook_dir)"
+  # what a GPU user passes in (backbone folders, XDREC_DEVICE) is checked before anything trains
+  [[ "$PROFILE" == paper ]] && "$PY" -m xdrec.preflight
   mkdir -p "$out_dir"
   local nb name t0
   for nb in $(notebooks); do
@@ -187,25 +222,42 @@ run_notebooks() {
 
 # ---------------------------------------------------------------- book
 build_book() {
-  local src
-  if [[ "$PROFILE" == book ]]; then src="$ROOT/notebooks"; else src="$ROOT/results/$PROFILE/notebooks"; fi
-  rm -rf "$ROOT/book/notebooks"
-  mkdir -p "$ROOT/book/notebooks"
-  cp "$src"/[0-9][0-9]_*.ipynb "$ROOT/book/notebooks/"
-  # papermill's injected-parameters cell repeats the parameters cell: keep it out of the pages
-  "$PY" - "$ROOT/book/notebooks" <<'PY'
+  local src book="$ROOT/book"
+  src="$(notebook_dir)"
+  if [[ $SMOKE == 1 ]]; then
+    # a smoke book is built from a copy of the book's sources under results/smoke/, so the real
+    # book's notebooks and _build stay as they are
+    book="$RESULTS/book"
+    rm -rf "$book"
+    mkdir -p "$book"
+    cp "$ROOT/book/_config.yml" "$ROOT/book/_toc.yml" "$ROOT/book/intro.md" "$book/"
+    ln -s "$ROOT/book/_mathjax" "$book/_mathjax"
+  fi
+  rm -rf "$book/notebooks"
+  mkdir -p "$book/notebooks"
+  cp "$src"/[0-9][0-9]_*.ipynb "$book/notebooks/"
+  # papermill's injected-parameters cell repeats the parameters cell: keep it out of the pages;
+  # a smoke run's pages say so under their title
+  "$PY" - "$book/notebooks" "$SMOKE" <<'PY'
 import json, pathlib, sys
+smoke = sys.argv[2] == "1"
+banner = {"cell_type": "markdown", "metadata": {"tags": ["smoke-run"]}, "source": [
+    ":::{warning}\n", "**Smoke run, not results.** This page was executed with `./reproduce.sh --smoke`: the profile's\n",
+    "code path with randomly initialised stand-in backbones, a few optimiser steps per training stage and a\n",
+    "few rows per evaluation. No number on it measures anything.\n", ":::\n"]}
 for nb in pathlib.Path(sys.argv[1]).glob("*.ipynb"):
     d = json.loads(nb.read_text())
     for c in d["cells"]:
         tags = c.setdefault("metadata", {}).setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+    if smoke and not any("smoke-run" in c["metadata"].get("tags", []) for c in d["cells"]):
+        d["cells"].insert(1, banner)
     nb.write_text(json.dumps(d, indent=1))
 PY
   log "book: building from $src"
-  "$VENV/bin/jupyter-book" build "$ROOT/book" --warningiserror --nitpick --keep-going -q
-  log "book: $ROOT/book/_build/html/index.html"
+  "$VENV/bin/jupyter-book" build "$book" --warningiserror --nitpick --keep-going -q
+  log "book: $book/_build/html/index.html"
 }
 
 # ---------------------------------------------------------------- test
@@ -215,12 +267,23 @@ run_tests() {
   log "nbval: re-running the committed notebooks and comparing checked outputs"
   "$PY" -m pytest --nbval-lax --nbval-sanitize-with "$ROOT/tests/nbval_sanitize.cfg" \
       --nbval-cell-timeout=1800 -p no:cacheprovider notebooks/[0-9][0-9]_*.ipynb
+  log "smoke: the paper profile's code path, from scratch (./reproduce.sh --profile paper --smoke)"
+  PROFILE=paper SMOKE=1 ONLY="" FORCE=0
+  smoke_env
+  rm -rf "$RESULTS/paper" "$XDREC_CHECKPOINTS" "$ROOT/.stamps/smoke-paper"
+  local t0=$SECONDS
+  run_notebooks
+  build_book
+  log "smoke: done in $((SECONDS - t0)) s"
 }
+
+# --smoke (the test command runs its own smoke after the tests)
+maybe_smoke() { if [[ $SMOKE == 1 ]]; then smoke_env; fi; }
 
 case "$CMD" in
   setup) setup ;;
-  notebooks) setup; run_notebooks ;;
-  book) build_book ;;
+  notebooks) setup; maybe_smoke; run_notebooks ;;
+  book) maybe_smoke; build_book ;;
   test) setup; run_tests ;;
-  run) setup; run_notebooks; build_book ;;
+  run) setup; maybe_smoke; run_notebooks; build_book ;;
 esac

@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="2 layers, 3 timed steps; pools 1e3 and 1e4, 16 users, 2 repeats")
     p.add_argument("--part", choices=("both", "training", "inference"), default="both")
     p.add_argument("--layers", type=int, nargs="+",
-                   help="backbone depths to train, 0 = every layer (default 30 2; --quick: 2)")
+                   help="backbone depths to train, 0 = every layer (default: every layer, and 2; --quick: 2)")
     p.add_argument("--steps", type=int, help="timed training steps (default 10; --quick: 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps before them")
     p.add_argument("--pools", type=int, nargs="+", help=f"item-pool sizes (default {' '.join(map(str, POOLS))})")
@@ -527,7 +527,13 @@ def main(argv: list[str] | None = None) -> dict:
     if a.worker:
         worker_main(json.loads(a.worker), a.device)
         return {}
-    a.layers = a.layers or ([2] if a.quick else [30, 2])
+    if not a.layers:  # every layer of the profile's backbone (SmolLM2-135M: 30), and the book's 2
+        from xdrec.encoders.backbones import backbone_depth
+        from xdrec.gencdr.recommendation import backbone_location
+        from xdrec.profiles import get_profile
+
+        depth = backbone_depth(backbone_location(get_profile(PROFILE)["gencdr_recommender"]))
+        a.layers = [2] if a.quick else list(dict.fromkeys(d for d in (depth, 2) if d <= depth))
     a.steps = a.steps or (3 if a.quick else 10)
     a.pools = sorted(a.pools or (QUICK_POOLS if a.quick else POOLS))
     a.users = a.users or (16 if a.quick else 64)

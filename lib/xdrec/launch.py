@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from .paths import project_root
@@ -30,6 +32,13 @@ def run_stage(module: str, cli_args: list[str], profile: str, inprocess: Callabl
         return inprocess()
     if prefix == ["python"]:  # XDREC_LAUNCH=python: this interpreter, one process
         prefix = [sys.executable]
+    elif prefix and os.sep not in prefix[0] and shutil.which(prefix[0]) is None:
+        # a Jupyter kernel of the venv runs without the venv's bin/ on PATH: take the launcher
+        # (``accelerate``) from beside this interpreter
+        beside = Path(sys.executable).parent / prefix[0]
+        if not beside.exists():
+            raise FileNotFoundError(f"launcher {prefix[0]!r} (XDREC_LAUNCH) is neither on PATH nor at {beside}")
+        prefix = [str(beside), *prefix[1:]]
     cmd = [*prefix, "-m", module, *cli_args]
     print("launching:", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=project_root())

@@ -41,15 +41,26 @@ def cache_dir(*parts: str) -> Path:
 
 
 def results_dir(profile: str) -> Path:
-    """``results/<profile>/`` (``XDREC_RESULTS`` overrides the ``results`` folder)."""
-    base = Path(os.environ.get("XDREC_RESULTS", project_root() / "results"))
+    """``results/<profile>/`` (``XDREC_RESULTS`` overrides the ``results`` folder).
+
+    A smoke run (``XDREC_SMOKE``, :mod:`xdrec.smoke`) without ``XDREC_RESULTS`` writes under
+    ``results/smoke/<profile>/`` (git-ignored), never beside the real results.
+    """
+    from . import smoke
+
+    default = project_root() / "results" / ("smoke" if smoke.active() else "")
+    base = Path(os.environ.get("XDREC_RESULTS", default))
     p = base / profile
     p.mkdir(parents=True, exist_ok=True)
     return p
 
 
 def checkpoint_dir(*parts: str) -> Path:
-    base = Path(os.environ.get("XDREC_CHECKPOINTS", project_root() / "checkpoints"))
+    """``checkpoints/...`` (``XDREC_CHECKPOINTS`` overrides it; a smoke run: ``checkpoints/smoke/...``)."""
+    from . import smoke
+
+    default = project_root() / "checkpoints" / ("smoke" if smoke.active() else "")
+    base = Path(os.environ.get("XDREC_CHECKPOINTS", default))
     p = base.joinpath(*parts)
     p.mkdir(parents=True, exist_ok=True)
     return p

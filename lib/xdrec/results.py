@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from . import smoke
 from .io import read_json, write_json
 from .paths import project_root, results_dir
 
@@ -64,6 +65,8 @@ def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: st
         },
         "config": config or {},
     }
+    if smoke.active():  # a smoke run's result (xdrec.smoke): a few steps and rows, never a measurement
+        record["provenance"]["smoke"] = smoke.provenance()
     if extra:
         record["extra"] = extra
     return write_json(result_path(name, profile), record)
@@ -73,11 +76,11 @@ def load_result(name: str, profile: str) -> dict[str, Any]:
     path = result_path(name, profile)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such result; run the notebook or `./reproduce.sh --profile {profile}` that writes it")
-    return read_json(path)
+    return smoke.check_record(read_json(path), path)
 
 
 def load_results(profile: str, prefix: str = "") -> list[dict[str, Any]]:
-    return [read_json(p) for p in sorted(results_dir(profile).glob(f"{prefix}*.json"))]
+    return [smoke.check_record(read_json(p), p) for p in sorted(results_dir(profile).glob(f"{prefix}*.json"))]
 
 
 def code_fingerprint(*modules: str) -> str:

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import smoke
 from .io import atomic_path, load_safetensors, read_json, save_safetensors, write_json
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -248,8 +249,15 @@ def default_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
 def make_accelerator(config: TrainConfig):
     """An ``Accelerator`` whose shuffling sampler is seeded by ``(config.seed, epoch)``."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
 
+    # Accelerate keeps one process-wide state and refuses a second Accelerator of another precision
+    # (a GenCDR notebook trains its tokenizer in fp32, then its fp16 recommender in the same kernel):
+    # each fit gets its own precision. The process group (PartialState) is kept.
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, config.mixed_precision):
+        AcceleratorState._reset_state(reset_partial_state=False)
     # Several processes split each batch of a DataLoader (its batch size is the global batch), so
     # that n processes take the same optimizer steps as one; one process keeps Accelerate's default.
     split = _world_size() > 1
@@ -396,6 +404,8 @@ def fit(
         :class:`TrainResult`.
     """
     config = config or TrainConfig()
+    if smoke.active():  # a smoke run: a few optimiser steps per stage (xdrec.smoke)
+        config = dataclasses.replace(config, max_steps=smoke.steps(config.max_steps))
     if config.schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
     if config.eval_every < 1:

@@ -53,11 +53,19 @@ def smollm2_path() -> Path:
     return target
 
 
-def resolve_backbone(name_or_path: str | os.PathLike) -> Path:
-    """``"smollm2-135m"`` -> the converted cache folder; anything else must be a local folder."""
+def resolve_backbone(name_or_path: str | os.PathLike, role: str | None = None) -> Path:
+    """``"smollm2-135m"`` -> the converted cache folder; anything else must be a local folder.
+
+    With ``role`` (``causal-lm``, ``content-lm``: see :func:`xdrec.preflight.check_model_folder`) the
+    folder is also checked for weights, a tokenizer and an architecture the caller can run.
+    """
     if str(name_or_path) in ("smollm2-135m", "smollm2"):
         return smollm2_path()
     path = Path(name_or_path).expanduser()
+    if role is not None:
+        from ..preflight import check_model_folder
+
+        return check_model_folder(path, role, f"backbone {str(name_or_path)!r}")
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"backbone {str(name_or_path)!r}: no Hugging Face model folder (config.json) at {path}. "
@@ -67,26 +75,50 @@ def resolve_backbone(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
+def backbone_depth(name_or_path: str | os.PathLike) -> int:
+    """The number of (text) decoder layers of a backbone, read from its ``config.json``."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(resolve_backbone(name_or_path)).get_text_config().num_hidden_layers)
+
+
 def load_causal_lm(name_or_path: str | os.PathLike = "smollm2-135m", *, dtype: torch.dtype = torch.float32,
-                   num_hidden_layers: int | None = None, device: str | None = None):
+                   num_hidden_layers: int | None = None, device: str | None = None, role: str = "causal-lm"):
     """Load (model, tokenizer) of a causal LM from a local folder.
 
     ``num_hidden_layers`` keeps only the first layers (the ``book`` profile uses this to make a
     135M backbone affordable on two CPU cores; the ``paper`` profile keeps every layer).
+    ``role="content-lm"`` also accepts a vision-language model (Qwen2-VL, UTGRec's encoder), loaded
+    with ``AutoModelForImageTextToText``: ``AutoModelForCausalLM`` has no mapping for it. Its text
+    decoder is what callers run (``model.base_model`` with ``inputs_embeds``); ``num_hidden_layers``
+    then cuts the text decoder.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 
-    path = resolve_backbone(name_or_path)
+    path = resolve_backbone(name_or_path, role)
     kwargs = {"dtype": dtype}
+    config = AutoConfig.from_pretrained(path)
+    vision_language = (config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+                       and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    depth = config.get_text_config().num_hidden_layers
+    if num_hidden_layers is not None and not 1 <= num_hidden_layers <= depth:
+        raise ValueError(f"backbone {path}: asked for its first {num_hidden_layers} layers; it has {depth}")
     if num_hidden_layers is not None:
-        kwargs["num_hidden_layers"] = num_hidden_layers
+        if vision_language:
+            config.get_text_config().num_hidden_layers = num_hidden_layers
+            kwargs["config"] = config
+        else:
+            kwargs["num_hidden_layers"] = num_hidden_layers
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     if num_hidden_layers is not None:  # the dropped layers' weights are reported as unexpected: expected here
         hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        auto = AutoModelForImageTextToText if vision_language else AutoModelForCausalLM
+        model = auto.from_pretrained(path, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -72,7 +72,7 @@ class ContentEncoder(nn.Module):
         for p in lm.parameters():
             p.requires_grad_(False)
         self.lm = add_lora(lm, **lora) if lora else lm
-        d = lm.config.hidden_size
+        d = lm.config.get_text_config().hidden_size  # a vision-language model (Qwen2-VL) keeps it in text_config
         self.n_codes, self.hidden = n_codes, d
         emb = lm.get_input_embeddings().weight
         self.code_embeddings = nn.Parameter(emb.detach().mean(0) + emb.detach().std() * torch.randn(n_codes, d))

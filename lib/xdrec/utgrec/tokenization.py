@@ -154,7 +154,7 @@ def load_lm(cfg: dict, seed: int = 0):
         return tiny_causal_lm(vocab_size=len(tok), seed=seed), tok
     if name not in ("smollm2-135m", "smollm2") and os.environ.get("XDREC_LLM"):
         name = os.environ["XDREC_LLM"]
-    return load_causal_lm(name, num_hidden_layers=cfg.get("num_layers"))
+    return load_causal_lm(name, num_hidden_layers=cfg.get("num_layers"), role="content-lm")
 
 
 def build(cfg: dict, seed: int = 0) -> tuple[UniversalItemTokenizer, Any]:

@@ -55,6 +55,11 @@ class MultiLoRALinear(nn.Module):
         gate: Callable | None = self.__dict__["gate"]
         if gate is not None or self.mix is not None:
             weights = gate(x) if gate is not None else self.mix
+            if weights.shape[:-1] != x.shape[:-1]:
+                # per-token weights given for the token sequence, applied to another input: DeBERTa's
+                # query_proj / key_proj also project the relative-position embeddings ([1, 2k, d],
+                # share_att_key), which no token's weights belong to. They get the uniform mixture.
+                weights = x.new_full((*x.shape[:-1], len(self.mix_names)), 1.0 / len(self.mix_names))
             for j, name in enumerate(self.mix_names):
                 y = y + weights[..., j:j + 1] * self.delta(x, name)
         elif self.active is not None:

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .. import smoke
 from ..io import (is_main_process, load_safetensors, read_json, save_safetensors, sha256_text, wait_for_main,
                   write_json)
 from ..metrics import metrics_from_ranks, sampled_ranking
@@ -84,8 +85,9 @@ def _domain_data(profile: str, domain: str, data_root: str | None) -> DomainData
     return DomainData(
         name=domain, titles=titles, popularity=popularity,
         train=choice_rows(split.train, popularity, cfg["n_neg_train"], seed + 1, cfg["max_train_rows"]),
-        valid=choice_rows(split.valid, popularity, cfg["n_neg_eval"], seed + 2, cfg["max_valid_rows"]),
-        test=choice_rows(split.test, popularity, cfg["n_neg_eval"], seed + 3, cfg["max_test_rows"]),
+        # a smoke run (xdrec.smoke) scores a few holdout and test rows
+        valid=choice_rows(split.valid, popularity, cfg["n_neg_eval"], seed + 2, smoke.rows(cfg["max_valid_rows"])),
+        test=choice_rows(split.test, popularity, cfg["n_neg_eval"], seed + 3, smoke.rows(cfg["max_test_rows"])),
         split_summary=split.summary(),
     )
 
@@ -108,9 +110,10 @@ def load_backbone(name: str, seed: int = 0):
                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
         return BertModel(config, add_pooling_layer=False).eval(), tokenizer
     path = minilm_path() if name == "minilm" else Path(name).expanduser()
-    if not (Path(path) / "config.json").exists():
-        raise FileNotFoundError(f"backbone {name!r}: no Hugging Face model folder (config.json) at {path}; "
-                                "nothing is downloaded: pass 'minilm' or a local folder (e.g. deberta-v3-base)")
+    if name != "minilm":  # a local folder (XDREC_ENCODER): weights, tokenizer, an encoder architecture
+        from ..preflight import check_model_folder
+
+        check_model_folder(path, "encoder", f"X-Cross backbone {name!r}")
     from transformers import AutoConfig
 
     kwargs = {"add_pooling_layer": False} if AutoConfig.from_pretrained(path).model_type == "bert" else {}
@@ -139,8 +142,9 @@ def run_device() -> torch.device:
     Training goes through Accelerate with the same choice (:func:`train_choices`). The profile
     fixes what is computed; the device only changes the last digits (as the thread count does).
     """
-    name = os.environ.get("XDREC_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from ..preflight import check_device
+
+    return torch.device(check_device())
 
 
 # ====================================================================== evaluation
