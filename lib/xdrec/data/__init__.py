@@ -142,6 +142,7 @@ def load(
             f"Dataset {name!r} was found at {folder}, but these files are missing:\n  "
             + "\n  ".join(absent) + f"\nExpected layout: {spec.layout}")
 
+    files += [f for f in (folder / o for o in spec.optional_files(chosen)) if f.is_file()]
     options = {"domains": chosen, "missing_text": missing_text}
     fingerprint = [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     key = sha256_text(str(PROCESSING_VERSION), name, json.dumps(options), json.dumps(fingerprint))[:20]

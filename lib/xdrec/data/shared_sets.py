@@ -37,6 +37,7 @@ class SharedSet:
     files: Callable[[Sequence[str]], list[str]]   # relative paths needed for the given domains
     layout: str                                   # the expected folder layout, for error messages
     origin: str                                   # where the processed files come from
+    optional_files: Callable[[Sequence[str]], list[str]] = lambda domains: []  # read when present
 
 
 # ====================================================================== amazon18-xcross
@@ -183,8 +184,8 @@ def read_5core_sequences(folder: str | Path, domains: Sequence[str] | None = Non
 
     Sequences are chronological, without timestamps. Users are matched across domains by
     reviewerID and merged with ``timeline="interleave"``. Items are numbered in order of first
-    appearance in each file. Beauty has item text (``Beauty/item_text.json``: title and category
-    paths, see :func:`beauty_item_text`); Sports and Toys have none.
+    appearance in each file. Beauty has item text where ``Beauty/item_text.json`` is present
+    (title and category paths, see :func:`beauty_item_text`); Sports and Toys have none.
     """
     folder = Path(folder)
     domains = list(domains or FIVECORE_DOMAINS)
@@ -203,7 +204,7 @@ def read_5core_sequences(folder: str | Path, domains: Sequence[str] | None = Non
                 user_keys.extend([tokens[0]] * (len(tokens) - 1))
                 item_keys.extend(tokens[1:])
         frames.append(pd.DataFrame({"user_key": user_keys, "domain": d, "item_key": item_keys}))
-        if dom in FIVECORE_TEXT:  # numbered in order of first appearance, as without text
+        if dom in FIVECORE_TEXT and (folder / dom / FIVECORE_TEXT[dom]).is_file():  # numbered as without text
             text = _read_item_text(folder / dom / FIVECORE_TEXT[dom], d).set_index("item_key")["text"]
             order = pd.unique(pd.Series(item_keys, dtype=object))
             texts.append(pd.DataFrame({"domain": d, "item_key": order, "text": text.reindex(order).fillna("").to_numpy()}))
@@ -275,10 +276,10 @@ SHARED_SETS: dict[str, SharedSet] = {
         name="amazon14-5core-sequences",
         domains=FIVECORE_DOMAINS,
         reader=read_5core_sequences,
-        files=lambda domains: [f"{d}/user_sequence.txt" for d in domains]
-        + [f"{d}/{FIVECORE_TEXT[d]}" for d in domains if d in FIVECORE_TEXT],
+        files=lambda domains: [f"{d}/user_sequence.txt" for d in domains],
+        optional_files=lambda domains: [f"{d}/{FIVECORE_TEXT[d]}" for d in domains if d in FIVECORE_TEXT],
         layout="amazon14-5core-sequences/<Domain>/user_sequence.txt for <Domain> in Sports, Beauty, Toys "
-               "(and Beauty/item_text.json)",
+               "(and, when present, Beauty/item_text.json)",
         origin="GRAM sequences (github.com/zhaodong-liu/GRAM, commit 2c168a4); McAuley et al., SIGIR 2015",
     ),
 }
