@@ -9,6 +9,12 @@
 #                                   see lib/xdrec/smoke.py)
 #   ./reproduce.sh notebooks        setup, execute the notebooks only
 #   ./reproduce.sh book             build the book from the executed notebooks only
+#   ./reproduce.sh harvest-prepare  setup, then write harvest/bundle/: the inputs of the GPU harvest's
+#                                   queue (harvest/queue.json), to carry to a GPU machine
+#   ./reproduce.sh gpu-harvest --budget-s 480 --out DIR
+#                                   on a GPU machine (no setup: its own python3 with torch etc.): run
+#                                   the queue within the budget; results and one log go to DIR.
+#                                   Then, here: .venv/bin/python -m xdrec.harvest collect DIR
 #
 # Options:
 #   --profile ci|book|paper   scale (default: book = real data, CPU-sized). `paper` is for GPUs.
@@ -41,9 +47,13 @@ PROFILE=book
 FORCE=0
 ONLY=""
 SMOKE=0
+BUDGET_S=""
+OUT_DIR=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    setup|run|test|notebooks|book) CMD="$1" ;;
+    setup|run|test|notebooks|book|harvest-prepare|gpu-harvest) CMD="$1" ;;
+    --budget-s) BUDGET_S="${2:?--budget-s needs seconds}"; shift ;;
+    --out) OUT_DIR="${2:?--out needs a folder}"; shift ;;
     --profile) PROFILE="${2:?--profile needs ci, book or paper}"; shift ;;
     --profile=*) PROFILE="${1#*=}" ;;
     --force) FORCE=1 ;;
@@ -286,7 +296,20 @@ run_tests() {
 # --smoke (the test command runs its own smoke after the tests)
 maybe_smoke() { if [[ $SMOKE == 1 ]]; then smoke_env; fi; }
 
+# The GPU harvest (lib/xdrec/harvest.py). On the GPU machine nothing is installed: its python3
+# already has torch, transformers, peft, accelerate, pandas and safetensors; xdrec runs from lib/.
+gpu_harvest() {
+  [[ -n "$BUDGET_S" && -n "$OUT_DIR" ]] || { echo "reproduce.sh: gpu-harvest needs --budget-s SECONDS --out DIR" >&2; exit 2; }
+  local py=python3
+  [[ -x "$PY" ]] && py="$PY"
+  py="${XDREC_PYTHON:-$py}"
+  PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" XDREC_PROGRESS=0 "$py" -m xdrec.harvest run \
+      --budget-s "$BUDGET_S" --out "$OUT_DIR" ${XDREC_HARVEST_ARGS:-}
+}
+
 case "$CMD" in
+  gpu-harvest) gpu_harvest ;;
+  harvest-prepare) setup; "$PY" -m xdrec.harvest prepare ;;
   setup) setup ;;
   notebooks) setup; maybe_smoke; run_notebooks ;;
   book) maybe_smoke; build_book ;;

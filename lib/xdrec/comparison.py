@@ -73,11 +73,11 @@ def generative_test_rows(dataset: str, *, profile: str = "book", seed: int = 0, 
     Columns ``user``, ``domain``, ``history``, ``target`` (ids of the multi-domain dataset), and
     ``user_key``, ``domain_name``, ``target_key``; in the order of ``sample_rows``.
     """
-    from .generative import sample_rows
+    from .generative import evaluation_rows
 
     domains, per_domain = _row_settings(profile, dataset)
     ds = data.load(dataset, root=data_root, domains=domains)
-    rows = sample_rows(data.leave_last_out(ds).test, per_domain, seed)
+    rows = evaluation_rows(data.leave_last_out(ds).test, per_domain, seed)
     return _with_keys(rows, ds)
 
 

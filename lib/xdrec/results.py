@@ -42,11 +42,12 @@ def result_path(name: str, profile: str) -> Path:
     return results_dir(profile) / f"{name}.json"
 
 
-def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: str, split: str, seed: int,
+def make_record(name: str, metrics: dict[str, Any], *, profile: str, dataset: str, split: str, seed: int,
                 wall_time_s: float | None = None, trainable_params: int | None = None,
                 config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                code_fingerprint: str | None = None) -> Path:
-    """Write ``results/<profile>/<name>.json`` atomically and return its path."""
+                code_fingerprint: str | None = None) -> dict[str, Any]:
+    """The stored form of a result: metrics, provenance (dataset, split, seed, profile, commit,
+    device, wall time, parameters, code fingerprint, date), settings and anything ``extra``."""
     record = {
         "name": name,
         "metrics": metrics,
@@ -69,6 +70,17 @@ def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: st
         record["provenance"]["smoke"] = smoke.provenance()
     if extra:
         record["extra"] = extra
+    return record
+
+
+def save_result(name: str, metrics: dict[str, Any], *, profile: str, dataset: str, split: str, seed: int,
+                wall_time_s: float | None = None, trainable_params: int | None = None,
+                config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                code_fingerprint: str | None = None) -> Path:
+    """Write ``results/<profile>/<name>.json`` (:func:`make_record`) atomically and return its path."""
+    record = make_record(name, metrics, profile=profile, dataset=dataset, split=split, seed=seed,
+                         wall_time_s=wall_time_s, trainable_params=trainable_params, config=config, extra=extra,
+                         code_fingerprint=code_fingerprint)
     return write_json(result_path(name, profile), record)
 
 
@@ -87,7 +99,8 @@ def code_fingerprint(*modules: str) -> str:
     """SHA-256 (16 hex) of the source files of ``modules`` (packages: every ``.py`` below them).
 
     Stored with a result, it lets a rerun skip a finished experiment only while the code that
-    produced it is unchanged.
+    produced it is unchanged, or changed in a way certified not to change any result (see
+    :mod:`xdrec.equivalence`: a certified fingerprint maps back to the one it replaced).
     """
     import hashlib
     import importlib
@@ -100,17 +113,41 @@ def code_fingerprint(*modules: str) -> str:
         for f in files:
             h.update(str(f.relative_to(path.parents[1] if path.name == "__init__.py" else path.parent)).encode())
             h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    from .equivalence import canonical
+
+    return canonical(h.hexdigest()[:16])
+
+
+class StaleResult(RuntimeError):
+    """A stored result was required (``XDREC_REQUIRE_STORED=1``) but is missing or not current."""
 
 
 def load_if_current(name: str, profile: str, fingerprint: str, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result ``name`` if it was made by this code (``fingerprint``) and ``config``; else None."""
+    """The stored result ``name`` if it was made by this code (``fingerprint``) and ``config``; else None.
+
+    With ``XDREC_REQUIRE_STORED=1`` a missing or stale result raises :class:`StaleResult` naming
+    the file and what differs, instead of returning None (which makes the caller recompute): a
+    check that a change left every stored result current, in seconds instead of hours.
+    """
     path = result_path(name, profile)
+    why = None
     if not path.exists():
-        return None
-    rec = read_json(path)
-    if rec.get("provenance", {}).get("code_fingerprint") != fingerprint:
-        return None
-    if json.loads(json.dumps(rec.get("config", {}))) != json.loads(json.dumps(config)):
-        return None
-    return rec
+        why = "no such file"
+    else:
+        rec = read_json(path)
+        stored_fp = rec.get("provenance", {}).get("code_fingerprint")
+        if stored_fp != fingerprint:
+            why = f"made by code {stored_fp}, the code now is {fingerprint}"
+        else:
+            from .equivalence import first_difference
+
+            stored_cfg, cfg = json.loads(json.dumps(rec.get("config", {}))), json.loads(json.dumps(config))
+            if stored_cfg != cfg:
+                why = f"its settings differ: {first_difference(stored_cfg, cfg)} (stored vs now)"
+    if why is None:
+        return rec
+    import os
+
+    if os.environ.get("XDREC_REQUIRE_STORED") == "1":
+        raise StaleResult(f"{path}: {why}")
+    return None

@@ -32,7 +32,7 @@ import torch
 from .. import data
 from ..decoding import TrieTensors
 from ..encoders.backbones import load_causal_lm
-from ..generative import ItemTokens, evaluate_generative, next_id_batch, sample_rows, user_timelines
+from ..generative import ItemTokens, evaluate_generative, evaluation_rows, next_id_batch, user_timelines
 from ..io import is_main_process, sha256_text, wait_for_main
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
@@ -157,8 +157,8 @@ def run_recommender(dataset: str, *, profile: str = "book", seed: int = 0, varia
     wait_for_main()
     cpu = prof["device"] == "cpu"
     item_domain = ds.items["domain"].to_numpy()
-    valid = sample_rows(split.valid, ev["valid_rows_per_domain"], seed)
-    test = sample_rows(split.test, ev["test_rows_per_domain"], seed)
+    valid = evaluation_rows(split.valid, ev["valid_rows_per_domain"], seed)
+    test = evaluation_rows(split.test, ev["test_rows_per_domain"], seed)
     timelines = user_timelines(split.train)
 
     def subsample(seqs, phase):

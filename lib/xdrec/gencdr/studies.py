@@ -45,7 +45,7 @@ from torch import nn
 from .. import data
 from ..decoding import TrieTensors
 from ..encoders.backbones import load_causal_lm
-from ..generative import ItemTokens, evaluate_generative, sample_rows, user_timelines
+from ..generative import ItemTokens, evaluate_generative, evaluation_rows, user_timelines
 from ..io import sha256_text
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
@@ -234,8 +234,8 @@ def run_study_variant(dataset: str, *, name: str, switches: dict[str, Any], cfg:
     base = checkpoint_dir("gencdr_studies", dataset, f"seed{seed}-{key1}")
     cpu = prof["device"] == "cpu"
     split = data.leave_last_out(ds)
-    valid = sample_rows(split.valid, ev["valid_rows_per_domain"], seed)
-    test = sample_rows(split.test, ev["test_rows_per_domain"], seed)
+    valid = evaluation_rows(split.valid, ev["valid_rows_per_domain"], seed)
+    test = evaluation_rows(split.test, ev["test_rows_per_domain"], seed)
     test = test[test["domain"].isin(tested)].reset_index(drop=True)
     timelines = user_timelines(split.train)
 

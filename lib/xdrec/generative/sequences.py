@@ -102,6 +102,15 @@ def prompt_batch(histories: Sequence[Sequence[int]], target_domains: Sequence[in
             "domains": torch.as_tensor(list(target_domains), dtype=torch.long)}
 
 
+def evaluation_rows(rows: pd.DataFrame, per_domain: int | None, seed: int) -> pd.DataFrame:
+    """The rows an evaluation scores: :func:`sample_rows`, capped at a few rows per domain in a
+    smoke run (:mod:`xdrec.smoke`). Every runner and :mod:`xdrec.comparison` call this, so
+    generative models and ID baselines keep scoring identical rows."""
+    from .. import smoke
+
+    return sample_rows(rows, smoke.rows(per_domain), seed)
+
+
 def sample_rows(rows: pd.DataFrame, per_domain: int | None, seed: int) -> pd.DataFrame:
     """At most ``per_domain`` rows of each target domain (a seeded sample; all rows if ``None``), sorted."""
     if per_domain is None:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import data
-from ..generative import evaluate_generative, sample_rows, user_timelines
+from ..generative import evaluate_generative, evaluation_rows, user_timelines
 from ..io import is_main_process, sha256_text, wait_for_main
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
@@ -95,8 +95,8 @@ def build(dataset: str, profile: str = "book", *, seed: int = 0, root=None, over
     examples = NextItemExamples(timelines, model, batch_size=cfg["tiger"]["batch_size"], seed=seed,
                                 tokens_per_epoch=cfg["tiger"].get("tokens_per_epoch"))
     return {"profile": prof, "settings": cfg, "ids": sid, "dataset": ds, "split": split, "model": model,
-            "examples": examples, "valid": sample_rows(split.valid, ev["valid_rows_per_domain"], seed),
-            "test": sample_rows(split.test, ev["test_rows_per_domain"], seed)}
+            "examples": examples, "valid": evaluation_rows(split.valid, ev["valid_rows_per_domain"], seed),
+            "test": evaluation_rows(split.test, ev["test_rows_per_domain"], seed)}
 
 
 def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool = False, progress: bool = True,

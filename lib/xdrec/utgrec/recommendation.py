@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from .. import data
-from ..generative import evaluate_generative, sample_rows, user_timelines
+from ..generative import evaluate_generative, evaluation_rows, user_timelines
 from ..io import load_safetensors, read_json, save_safetensors, sha256_text, write_json
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
@@ -182,8 +182,8 @@ def _fit_and_test(model: TIGER, ds, cfg: dict, *, name: str, config: dict, fp: s
     """Train ``model`` on the target's training timelines (early stopping on validation Recall@10), test, store."""
     split = data.leave_last_out(ds)
     ev, rc = cfg["eval"], cfg["recommender"]["finetune"]
-    valid = sample_rows(split.valid, ev["valid_rows_per_domain"], seed)
-    test = sample_rows(split.test, ev["test_rows_per_domain"], seed)
+    valid = evaluation_rows(split.valid, ev["valid_rows_per_domain"], seed)
+    test = evaluation_rows(split.test, ev["test_rows_per_domain"], seed)
     examples = NextItemExamples(user_timelines(split.train), model, batch_size=rc["batch_size"], seed=seed,
                                 tokens_per_epoch=rc.get("tokens_per_epoch"))
 
