@@ -253,7 +253,7 @@ build_book() {
   "$PY" - "$book/notebooks" "$SMOKE" <<'PY'
 import json, pathlib, sys
 smoke = sys.argv[2] == "1"
-banner = {"cell_type": "markdown", "metadata": {"tags": ["smoke-run"]}, "source": [
+banner = {"cell_type": "markdown", "id": "smoke-run-banner", "metadata": {"tags": ["smoke-run"]}, "source": [
     ":::{warning}\n", "**Smoke run, not results.** This page was executed with `./reproduce.sh --smoke`: the profile's\n",
     "code path with randomly initialised stand-in backbones, a few optimiser steps per training stage and a\n",
     "few rows per evaluation. No number on it measures anything.\n", ":::\n"]}
@@ -286,7 +286,9 @@ run_tests() {
   log "smoke: the paper profile's code path, from scratch (./reproduce.sh --profile paper --smoke)"
   PROFILE=paper SMOKE=1 ONLY="" FORCE=0
   smoke_env
-  rm -rf "$RESULTS/paper" "$XDREC_CHECKPOINTS" "$ROOT/.stamps/smoke-paper"
+  # from scratch: the smoke's own results, stamps and (unless XDREC_CHECKPOINTS points elsewhere) checkpoints
+  rm -rf "$RESULTS/paper" "$ROOT/.stamps/smoke-paper"
+  [[ "$XDREC_CHECKPOINTS" == "$ROOT/checkpoints/smoke" ]] && rm -rf "$XDREC_CHECKPOINTS"
   local t0=$SECONDS
   run_notebooks
   build_book

@@ -16,6 +16,13 @@ embeddings of every item (cached in ``.cache/embeddings``, the same at every pro
 encoding of every item by the stand-in backbones (tiny models: the item universe must be whole
 for the prefix trees and the semantic IDs).
 
+Cost, measured on this project's 2-core CPU machine (one torch thread, other jobs on the cores):
+most notebooks take 10 s to 2.5 min, but the paper's batch sizes, sequence lengths and numbers of
+runs are kept, so a few steps still cost: UTGRec's tokenizer steps (batch 256, a 512-wide decoder
+over the stand-in's 49,152-token vocabulary) keep notebook 16 over 12 minutes, and X-Cross's
+30-choice, 512-token DeBERTa steps keep notebooks 12-14 at several minutes each. The whole run is
+far over a 10-minute CI budget, so ``./reproduce.sh test`` runs it only with ``XDREC_TEST_SMOKE=1``.
+
 Results of a smoke run carry ``"smoke": {...}`` in their provenance (:func:`provenance`, written by
 :func:`xdrec.results.save_result`); :func:`xdrec.results.load_result` refuses to hand a smoke
 result to a run that is not one, and the other way round. ``./reproduce.sh --smoke`` also writes
