@@ -538,6 +538,11 @@ def main(argv: list[str] | None = None) -> dict:
     a.pools = sorted(a.pools or (QUICK_POOLS if a.quick else POOLS))
     a.users = a.users or (16 if a.quick else 64)
     a.repeats = a.repeats or (2 if a.quick else 3)
+    from xdrec import smoke
+
+    if smoke.active():  # a smoke run (xdrec.smoke): a few timed steps, the quick pools, a few users, one pass
+        a.steps, a.warmup = smoke.steps(a.steps), min(a.warmup, 1)
+        a.pools, a.users, a.repeats, a.min_time = sorted(QUICK_POOLS), smoke.rows(a.users), 1, 0.0
     started = time.perf_counter()
 
     import transformers
