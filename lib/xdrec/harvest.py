@@ -731,7 +731,13 @@ def beside_paper(paper, entry: str, model: str) -> "Any":
     if not recs:
         rows.append(pd.DataFrame([{"model": model, "source": f"ours: no GPU run of '{entry}' has come back yet",
                                    "kind": "not run"}]))
-    return pd.concat(rows, ignore_index=True)
+    return _shown(pd.concat(rows, ignore_index=True), 4)
+
+
+def _shown(frame, digits: int):
+    """Numbers rounded to ``digits``, a missing value as an empty cell (never NaN), for display."""
+    out = frame.round(digits).astype(object)
+    return out.where(frame.notna(), "")
 
 
 def beside_cpu(cpu: dict[str, Any], cpu_label: str, entry: str, metrics: list[str],
@@ -752,7 +758,7 @@ def beside_cpu(cpu: dict[str, Any], cpu_label: str, entry: str, metrics: list[st
         rows.append({"run": f"GPU harvest: no run of '{entry}' has come back yet", "device": "", "test rows": 0})
     if chance:
         rows.append({"run": "chance (uniform guessing)", "device": "", "test rows": 0, **chance})
-    return pd.DataFrame(rows)
+    return _shown(pd.DataFrame(rows), 3)
 
 
 def plot_learning_curve(entry: str, metric: str, ax=None):
