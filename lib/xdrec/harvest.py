@@ -278,17 +278,10 @@ def run_tiger(entry: Entry, folder: Path, deadline: float, log: Callable[[str], 
     valid, test = _rows_frame(arr, "valid"), _rows_frame(arr, "test")
     batch = int(ev["batch_size"])
 
-    # the test's cost, measured on the untrained model (the search's work does not depend on the weights)
-    probe = test.iloc[: min(len(test), 2 * batch)]
-    t0 = time.perf_counter()
-    evaluate_generative(model.recommend, probe, k=ev["top_k"], batch_size=batch)
-    per_row = (time.perf_counter() - t0) / max(len(probe), 1)
-    reserve = 1.5 * per_row * len(test) + 5.0
-    fit_deadline = deadline - reserve
-    log(f"{entry.name}: {len(examples):,d} training targets, test {len(test):,d} rows at {per_row * 1e3:.2f} ms/row "
-        f"-> {reserve:.0f} s reserved; {max(fit_deadline - time.time(), 0):.0f} s to train on {device}")
-    if fit_deadline <= time.time():
-        raise HarvestError(f"{entry.name}: no time left to train after reserving {reserve:.0f} s for the test")
+    fit_deadline = _training_deadline(
+        entry, deadline, len(test), lambda: evaluate_generative(model.recommend, test.iloc[:2 * batch], k=ev["top_k"],
+                                                                 batch_size=batch), min(len(test), 2 * batch),
+        log, f"{len(examples):,d} training targets on {device}")
 
     def validate(m) -> dict[str, float]:
         res = evaluate_generative(m.recommend, valid, k=ev["top_k"], batch_size=batch)
@@ -336,6 +329,26 @@ def run_tiger(entry: Entry, folder: Path, deadline: float, log: Callable[[str], 
                       "weights": "the best validation weights in float16 (what a later window continues from)"},
             "modules": TIGER_MODULES, "tensors": half, "tensor_metadata": {"aliases": json.dumps(aliases),
                                                                                 "trainable_only": "false"}}
+
+
+def _training_deadline(entry: Entry, deadline: float, n_test: int, probe: Callable[[], Any], n_probe: int,
+                       log: Callable[[str], None], what: str) -> float:
+    """When training must stop so that the test of ``n_test`` rows still fits before ``deadline``.
+
+    The test's cost is measured by ``probe`` (scoring ``n_probe`` test rows with the untrained
+    model: the work of a search or a choice does not depend on the weights), with half again as
+    margin and 5 s more.
+    """
+    t0 = time.perf_counter()
+    probe()
+    per_row = (time.perf_counter() - t0) / max(n_probe, 1)
+    reserve = 1.5 * per_row * n_test + 5.0
+    fit_deadline = deadline - reserve
+    log(f"{entry.name}: {what}; test {n_test:,d} rows at {per_row * 1e3:.2f} ms/row -> {reserve:.0f} s reserved, "
+        f"{max(fit_deadline - time.time(), 0):.0f} s to train")
+    if fit_deadline <= time.time():
+        raise HarvestError(f"{entry.name}: no time left to train after reserving {reserve:.0f} s for the test")
+    return fit_deadline
 
 
 def _examples_seen(history: list[dict[str, Any]], examples) -> int:
@@ -455,17 +468,10 @@ def run_xcross(entry: Entry, folder: Path, deadline: float, log: Callable[[str],
         return {k: float(m[k]) for k in ("hit@1", "hit@3", "hit@10", "mrr@10")}
 
     model.eval()
-    t0 = time.perf_counter()
-    probe = rows["test"].subset(np.arange(min(len(rows["test"]), 4 * batch_eval)))
-    ranks(model, probe)
-    per_row = (time.perf_counter() - t0) / max(len(probe), 1)
-    reserve = 1.5 * per_row * len(rows["test"]) + 5.0
-    fit_deadline = deadline - reserve
-    log(f"{entry.name}: {len(rows['train']):,d} training rows x {rows['train'].n_choices} choices, test "
-        f"{len(rows['test']):,d} rows at {per_row * 1e3:.1f} ms/row -> {reserve:.0f} s reserved; "
-        f"{max(fit_deadline - time.time(), 0):.0f} s to train on {device}")
-    if fit_deadline <= time.time():
-        raise HarvestError(f"{entry.name}: no time left to train after reserving {reserve:.0f} s for the test")
+    n_probe = min(len(rows["test"]), 4 * batch_eval)
+    fit_deadline = _training_deadline(
+        entry, deadline, len(rows["test"]), lambda: ranks(model, rows["test"].subset(np.arange(n_probe))), n_probe,
+        log, f"{len(rows['train']):,d} training rows x {rows['train'].n_choices} choices on {device}")
     t = cfg["train"]
     loader = choice_loader(tok, titles, rows["train"], t["batch_size"], shuffle=True, seed=seed,
                            max_history=cfg["max_history"], max_length=cfg["max_length"])
