@@ -1,0 +1,134 @@
+"""What an executed notebook keeps in its outputs: what a terminal would show, and no machine's paths.
+
+papermill stores every refresh of a text progress bar as its own stream output (``\\r`` and all),
+and a kernel without ipywidgets prints tqdm's ``IProgress not found`` warning with the path of
+the interpreter's site-packages. :func:`clean_outputs` rewrites a notebook's stream outputs the
+way a terminal renders them (consecutive outputs of one stream joined, each line cut to what
+follows its last carriage return, tqdm's ipywidgets warning dropped); ``./reproduce.sh`` runs it
+on every notebook it executes. :func:`output_defects` lists what a program can see is wrong in
+the outputs (a machine path, a raw ``\\r`` progress log); ``tests/test_pages.py`` runs it on the
+committed notebooks.
+
+    python -m xdrec.pages clean NOTEBOOK...   # rewrite in place (atomically)
+    python -m xdrec.pages check NOTEBOOK...   # exit 1 and name every defect
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from .io import write_text
+
+# tqdm.auto in a kernel without ipywidgets: a warning naming this machine's site-packages
+_NOISE = re.compile(r"^.*TqdmWarning: IProgress not found.*\n(?:\s+from \.autonotebook import .*\n)?", re.M)
+# absolute paths of a machine (a project checkout, a home, a virtual environment, a temporary folder)
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|home|Users|tmp|root|usr|opt|var)/[\w.+-]+|site-packages|[A-Z]:\\\\Users")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` as a terminal shows it: within a line, each ``\\r`` returns to its start and what
+    follows overwrites what was there (a progress bar cleared with blanks leaves nothing)."""
+    lines = []
+    for line in text.split("\n"):
+        if "\r" in line:
+            shown = ""
+            for part in line.split("\r"):
+                shown = part + shown[len(part):]
+            line = shown.rstrip()
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def clean_cell_outputs(outputs: list[dict]) -> list[dict]:
+    """A cell's outputs as a terminal shows them: stream outputs rendered (:func:`terminal_text`),
+    tqdm's ipywidgets warning dropped, empty ones dropped, consecutive ones of a stream joined."""
+    merged = _merge(outputs)  # a progress bar's refreshes are separate outputs: render them together
+    shown = []
+    for o in merged:
+        if o.get("output_type") == "stream":
+            text = re.sub(r"\n{2,}", "\n", terminal_text(_NOISE.sub("", _text(o)))).lstrip("\n")
+            if not text.strip():
+                continue
+            o = {**o, "text": text if text.endswith("\n") else text + "\n"}
+        shown.append(o)
+    # the lines a cleared bar sat between are one output again, in nbformat's form: a list of lines
+    return [{**o, "text": _text(o).splitlines(keepends=True)} if o.get("output_type") == "stream" else o
+            for o in _merge(shown)]
+
+
+def _merge(outputs: list[dict]) -> list[dict]:
+    out: list[dict] = []
+    for o in outputs:
+        if o.get("output_type") == "stream" and out and out[-1].get("output_type") == "stream" \
+                and out[-1].get("name") == o.get("name"):
+            out[-1] = {**out[-1], "text": _text(out[-1]) + _text(o)}
+        else:
+            out.append(dict(o))
+    return out
+
+
+def _shown(o: dict) -> dict:
+    return {**o, "text": _text(o)} if "text" in o else o
+
+
+def _text(o: dict) -> str:
+    t = o.get("text", "")
+    return "".join(t) if isinstance(t, list) else str(t)
+
+
+def clean_outputs(path: str | Path) -> bool:
+    """Rewrite the stream outputs of notebook ``path`` (:func:`clean_cell_outputs`); True if it changed."""
+    path = Path(path)
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        cells = nb["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a notebook ({e})") from e
+    changed = False
+    for cell in cells:
+        if "outputs" in cell:
+            new = clean_cell_outputs(cell["outputs"])
+            if [_shown(o) for o in new] != [_shown(o) for o in cell["outputs"]]:
+                cell["outputs"], changed = new, True
+    if changed:
+        raw = path.read_text(encoding="utf-8")
+        write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + ("\n" if raw.endswith("\n") else ""))
+    return changed
+
+
+def output_defects(path: str | Path) -> list[str]:
+    """What is wrong in notebook ``path``'s outputs, one line each: ``cell N: what``."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        for o in cell.get("outputs", []):
+            text = _text(o) + json.dumps(o.get("data", {}))
+            m = MACHINE_PATH.search(text)
+            if m:
+                found.append(f"cell {i}: a machine path in its output: ...{text[max(0, m.start() - 30):m.end() + 30]!r}")
+            if o.get("output_type") == "stream" and "\r" in _text(o):
+                found.append(f"cell {i}: a raw progress log (carriage returns) in its {o.get('name')} output")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2 or argv[0] not in ("clean", "check"):
+        print(__doc__.strip().splitlines()[-2].strip(), file=sys.stderr)
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    status = 0
+    for nb in argv[1:]:
+        if argv[0] == "clean":
+            clean_outputs(nb)
+        else:
+            for d in output_defects(nb):
+                print(f"{nb}: {d}")
+                status = 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
