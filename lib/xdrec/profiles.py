@@ -13,6 +13,8 @@ import copy
 import os
 from typing import Any
 
+from . import smoke
+
 # The domains of the two cross-domain sets, each a target of single-domain ID baselines.
 CROSS_DOMAIN_TARGETS = [
     ("amazon14-food-kitchen", "Food"),
@@ -417,7 +419,7 @@ def get_profile(name: str) -> dict[str, Any]:
     """A copy of profile ``name``; also sets torch's thread count for bit-reproducible CPU runs."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {sorted(PROFILES)}")
-    prof = copy.deepcopy(PROFILES[name])
+    prof = smoke.reduce_profile(copy.deepcopy(PROFILES[name]))  # a smoke run's grids and batches (xdrec.smoke)
     prof["name"] = name
     threads = prof.get("torch_threads")
     if threads:

@@ -1,7 +1,8 @@
-"""The smoke run: a profile's whole code path at a few optimiser steps and a few rows.
+"""The smoke run: a profile's whole code path at a few optimiser steps, rows and users.
 
-``XDREC_SMOKE=1`` (set by ``./reproduce.sh --profile paper --smoke``) changes two things and
-nothing else; every architecture, layer count, loss, beam width and data set stays the profile's:
+``XDREC_SMOKE=1`` (set by ``./reproduce.sh --profile paper --smoke`` and ``./reproduce.sh smoke``)
+reduces how much is computed and nothing else; every architecture, layer count, loss, beam width,
+number of choices, main-run domain and data set stays the profile's:
 
 - :func:`steps`: every training stage stops after ``STEPS`` optimiser steps.
   :func:`xdrec.training.fit` applies it to ``TrainConfig.max_steps``; the training loops that do
@@ -10,18 +11,21 @@ nothing else; every architecture, layer count, loss, beam width and data set sta
   :func:`xdrec.generative.evaluation_rows` (GenCDR, TIGER, UTGRec, the comparisons), X-Cross's
   ``max_*_rows`` (:func:`xdrec.xcross.experiment.choice_rows`), and the ID baselines' validation
   and test users.
+- :data:`USERS_PER_DOMAIN`: :func:`xdrec.data.load` reads the whole set from the real files, then
+  keeps that many users of each domain (drawn once from the whole set, so that every subset of
+  its domains agrees), all their events and only the items they touched
+  (:meth:`xdrec.data.MultiDomainDataset.sample_users`).
+- :func:`reduce_profile` (applied by :func:`xdrec.profiles.get_profile`): training batches at most
+  :data:`BATCH`, :data:`GRID` values per study axis (sweeps, depths, layer counts, data sizes,
+  subsets), :data:`SEEDS` seed per seeds list, the first target or set of a study; and
+  :func:`points`: a figure's sample at :data:`FIGURE_POINTS` points per group.
 
-Not reduced: k-means initialisations (a few thousand latents, seconds), the MiniLM text
-embeddings of every item (cached in ``.cache/embeddings``, the same at every profile), and the
-encoding of every item by the stand-in backbones (tiny models: the item universe must be whole
-for the prefix trees and the semantic IDs).
-
-Cost, measured on this project's 2-core CPU machine (one torch thread, other jobs on the cores):
-most notebooks take 10 s to 2.5 min, but the paper's batch sizes, sequence lengths and numbers of
-runs are kept, so a few steps still cost: UTGRec's tokenizer steps (batch 256, a 512-wide decoder
-over the stand-in's 49,152-token vocabulary) keep notebook 16 over 12 minutes, and X-Cross's
-30-choice, 512-token DeBERTa steps keep notebooks 12-14 at several minutes each. The whole run is
-far over a 10-minute CI budget, so ``./reproduce.sh test`` runs it only with ``XDREC_TEST_SMOKE=1``.
+Why more than steps and rows: measured on this project's 2-core CPU machine, a smoke that kept
+the whole data sets, the paper's batch sizes, grids and seeds spent its time outside the steps
+(k-means and collision resolution over every item, building every training example, one UTGRec
+tokenizer per study point, MiniLM over every item): 36 minutes for notebooks 00-15, and notebook
+16 did not finish in 58 minutes. ``./reproduce.sh smoke`` runs the notebooks in two lanes side by
+side (00, 02-11 | 01, 12-16), one torch thread each, then builds the smoke book.
 
 Results of a smoke run carry ``"smoke": {...}`` in their provenance (:func:`provenance`, written by
 :func:`xdrec.results.save_result`); :func:`xdrec.results.load_result` refuses to hand a smoke
@@ -78,6 +82,81 @@ def check_record(record: dict, path) -> dict:
         raise SmokeMismatch(f"{path} is {what}; this is {run}: the two never mix "
                             "(./reproduce.sh --smoke writes under results/smoke/)")
     return record
+
+
+# The third reduction (see the module docstring): what multiplies the number of runs or the rows a
+# step sees, never what a run computes.
+USERS_PER_DOMAIN = 200  # users drawn per domain of every data set (xdrec.data.load), with all their events
+BATCH = 4  # training batch size cap (global batch) per stage
+TOKENS = 32  # text length cap: X-Cross's prompts (the paper's 512 tokens x 30 choices per row), UTGRec's item texts
+GRID = 2  # values per study axis: sweep values, depths, layer counts, data sizes and subsets
+# UTGRec's study axes keep only the main run's value: each other value is a new tokenizer (about
+# 35 s of a smoke run, most of it two backward passes through a decoder over the LLM's vocabulary)
+_ONE_VALUE = ("utgrec_studies",)
+SEEDS = 1  # seeds of any seeds list
+# profile sections whose "batch_size" is an inference batch (rows per forward pass, not per step)
+_INFERENCE_BATCHES = ("text_encoder", "generative_eval")
+_GRIDS = {("gencdr_studies", "sweeps"), ("utgrec_studies", "sweeps")}
+_LISTS = {("utgrec_studies", "depths"), ("xcross", "layers_study"), ("xcross", "limited", "sizes")}
+_FIRST = {("utgrec_studies", "targets"), ("gencdr_studies", "datasets")}  # a study's first target or set only
+
+
+def reduce_profile(prof: dict) -> dict:
+    """``prof`` as a smoke run uses it (unchanged outside one): training batches capped at
+    :data:`BATCH`, X-Cross's prompts and UTGRec's item texts at :data:`TOKENS` tokens, every study grid at :data:`GRID` values an axis (one of them the main run's
+    value where the grid has it), every seeds list at
+    :data:`SEEDS`, UTGRec's study targets and GenCDR's study sets at their first. Architectures, losses, beams,
+    data sets, the main runs' domains and every code path stay the profile's."""
+    if not active():
+        return prof
+
+    def default(path):  # the main run's value of a study axis (kept in its reduced grid), or None
+        def get(*keys):
+            d = prof
+            for key in keys:
+                if not isinstance(d, dict) or key not in d:
+                    return None
+                d = d[key]
+            return d
+        if path[:2] == ("gencdr_studies", "sweeps"):
+            return get("gencdr_recommender", "experts", "n") if path[2] == "n_experts" else \
+                get("gencdr_recommender", "domain_lora", path[2])
+        if path[:2] == ("utgrec_studies", "sweeps"):
+            return get("utgrec_tokenizer", path[2])
+        return {("utgrec_studies", "depths"): get("utgrec_recommender", "t5", "n_layers"),
+                ("xcross", "layers_study"): get("xcross", "xcross", "n_layers")}.get(tuple(path))
+
+    def grid(values, path):
+        values, main = list(values), default(path)
+        if path[0] in _ONE_VALUE and main in values:
+            return [main]
+        kept = values[:GRID]
+        if main in values and main not in kept:
+            kept = kept[:GRID - 1] + [main]
+        return kept
+
+    def walk(d, path):
+        for k, v in list(d.items()):
+            here = (*path, k)
+            if k == "batch_size" and isinstance(v, int) and path and path[0] not in _INFERENCE_BATCHES:
+                d[k] = min(v, BATCH)
+            elif here in (("xcross", "max_length"), ("utgrec_tokenizer", "max_text_tokens")) and isinstance(v, int):
+                d[k] = min(v, TOKENS)
+            elif k == "seeds" and isinstance(v, (list, tuple)):
+                d[k] = list(v)[:SEEDS]
+            elif k == "subsets" and isinstance(v, int):
+                d[k] = min(v, GRID)
+            elif here in _GRIDS and isinstance(v, dict):
+                d[k] = {axis: grid(vals, (*here, axis)) for axis, vals in v.items()}
+            elif here in _LISTS and isinstance(v, (list, tuple)):
+                d[k] = grid(v, here)
+            elif here in _FIRST and isinstance(v, (list, tuple)):
+                d[k] = list(v)[:1]
+            elif isinstance(v, dict):
+                walk(v, here)
+
+    walk(prof, ())
+    return prof
 
 
 FIGURE_POINTS = 100  # points per group of a figure's sample (t-SNE panels)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from xdrec import smoke
 from xdrec.io import sha256_text
 from xdrec.paths import cache_dir, data_root_candidates
 
@@ -142,25 +143,32 @@ def load(
             f"Dataset {name!r} was found at {folder}, but these files are missing:\n  "
             + "\n  ".join(absent) + f"\nExpected layout: {spec.layout}")
 
+    if smoke.active() and chosen != list(spec.domains):
+        # a smoke run samples users from the whole set, so that every subset of its domains
+        # agrees on which users and items are in it (xdrec.smoke.USERS_PER_DOMAIN)
+        return load(name, root, missing_text=missing_text, cache=cache).subset(chosen)
     files += [f for f in (folder / o for o in spec.optional_files(chosen)) if f.is_file()]
     options = {"domains": chosen, "missing_text": missing_text}
     fingerprint = [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     key = sha256_text(str(PROCESSING_VERSION), name, json.dumps(options), json.dumps(fingerprint))[:20]
     entry = cache_dir("datasets") / f"{name}-{key}"
+    ds = None
     if cache and (entry / "dataset.json").is_file():
         try:
-            return MultiDomainDataset.load(entry)
+            ds = MultiDomainDataset.load(entry)
         except (ValueError, OSError, KeyError):
             pass  # a damaged or outdated entry: rebuild it below
-
-    started = time.perf_counter()
-    ds = spec.reader(folder, chosen)
-    ds = apply_missing_text_policy(ds, missing_text)
-    ds.meta["options"] = options
-    ds.meta["source_files"] = [{"path": p, "bytes": size} for p, size, _ in fingerprint]
-    ds.meta["build_seconds"] = round(time.perf_counter() - started, 3)
-    if cache:
-        ds.save(entry)
+    if ds is None:
+        started = time.perf_counter()
+        ds = spec.reader(folder, chosen)
+        ds = apply_missing_text_policy(ds, missing_text)
+        ds.meta["options"] = options
+        ds.meta["source_files"] = [{"path": p, "bytes": size} for p, size, _ in fingerprint]
+        ds.meta["build_seconds"] = round(time.perf_counter() - started, 3)
+        if cache:
+            ds.save(entry)
+    if smoke.active():  # a smoke run: a few users per domain (xdrec.smoke)
+        ds = ds.sample_users(smoke.USERS_PER_DOMAIN, seed=0)
     return ds
 
 

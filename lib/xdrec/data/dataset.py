@@ -173,6 +173,23 @@ class MultiDomainDataset:
         return _renumber(self, self.items[keep], inter, domains=self.domains,
                          name=name or self.name, meta=self.meta if meta is None else meta)
 
+    def sample_users(self, per_domain: int, seed: int = 0) -> "MultiDomainDataset":
+        """A new dataset with at most ``per_domain`` users of each domain (drawn with ``seed``
+        from the users active there), all their events, and only the items they touched;
+        renumbered as in :meth:`filter_items`. ``meta["user_sample"]`` says so."""
+        if per_domain < 1:
+            raise ValueError(f"per_domain must be >= 1, got {per_domain}")
+        rng = np.random.default_rng(seed)
+        active = self.user_domain_counts().to_numpy() > 0
+        keep = np.zeros(self.n_users, dtype=bool)
+        for d in range(self.n_domains):
+            users = np.flatnonzero(active[:, d])
+            keep[rng.choice(users, min(per_domain, len(users)), replace=False)] = True
+        inter = self.interactions[keep[self.interactions["user"].to_numpy()]]
+        items = self.items[np.isin(self.items["item"].to_numpy(), inter["item"].to_numpy())]
+        meta = {**self.meta, "user_sample": {"per_domain": int(per_domain), "seed": int(seed), "of_users": self.n_users}}
+        return _renumber(self, items, inter, domains=self.domains, name=self.name, meta=meta)
+
     def subset(self, domains: Sequence[int | str]) -> "MultiDomainDataset":
         """Keep only the given domains (by name or id), in the order given.
 

@@ -2,7 +2,7 @@
 
 Built offline from the IDs of a domain's items, a tree answers, for every prefix ``s_{k-1}`` of
 codes generated so far, the set of next codes ``V_valid(s_{k-1})`` that still lead to an item of
-that domain; constrained decoding masks every other code before the softmax (GenCDR Eq. 13).
+that domain; constrained decoding masks every other code before the softmax (GenCDR Eq. 12).
 
 Stored as JSON (``{"depth": M, "ids": [[c_0, ..., c_{M-1}], ...]}``): the tree is rebuilt from
 its IDs when loaded, which is fast and leaves nothing to trust but integers.

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised stand-ins of the paper profile's three backbones, for the smoke run.
+"""Tiny, randomly initialised stand-ins of the paper profile's three backbones (and of our item text encoder), for the smoke run.
 
 The ``paper`` profile loads its models from local folders named by environment variables. A
 CPU machine has none of them, so the smoke run (``./reproduce.sh --profile paper --smoke``)
@@ -17,7 +17,14 @@ XDREC_ENCODER  DeBERTa-v3-base    ``DebertaV2Model``, 12        all-MiniLM-L6-v2
 XDREC_LLM      Qwen2-VL-2B        ``Qwen2VLForConditional-      SmolLM2-135M's
                                   Generation``, 2 text layers,
                                   a 1-block vision tower
+XDREC_TEXT_    all-MiniLM-L6-v2   ``BertModel``, 6 layers (as   all-MiniLM-L6-v2's
+ENCODER        (ours: the item    MiniLM-L6), hidden 32
+               text embeddings)
 ============== ================== ============================ ===================================
+
+The item text encoder is not a paper's model (GenCDR and TIGER name none; we use MiniLM at every
+profile), but embedding every item of a smoke run's data with MiniLM cost 147 s of a 2-core
+machine, the stand-in a few seconds.
 
 Weights are random: the smoke run proves the code path, not the numbers. The folders are
 written once (a ``.partial`` folder renamed into place) and reused while their recipe
@@ -36,9 +43,10 @@ import torch
 
 from ..io import read_json, write_json
 
-RECIPE_VERSION = 2
-ENV_VARS = {"backbone": "XDREC_BACKBONE", "encoder": "XDREC_ENCODER", "llm": "XDREC_LLM"}
-FOLDERS = {"backbone": "qwen2-tiny", "encoder": "deberta-v2-tiny", "llm": "qwen2-vl-tiny"}
+RECIPE_VERSION = 3
+ENV_VARS = {"backbone": "XDREC_BACKBONE", "encoder": "XDREC_ENCODER", "llm": "XDREC_LLM",
+            "text_encoder": "XDREC_TEXT_ENCODER"}
+FOLDERS = {"backbone": "qwen2-tiny", "encoder": "deberta-v2-tiny", "llm": "qwen2-vl-tiny", "text_encoder": "minilm-tiny"}
 
 
 def _qwen2(tokenizer):
@@ -82,10 +90,19 @@ def _qwen2_vl(tokenizer):
     return Qwen2VLForConditionalGeneration(config)
 
 
+def _bert(tokenizer):
+    from transformers import BertConfig, BertModel
+
+    # all-MiniLM-L6-v2's structure (6 layers, absolute positions up to 512) at width 32
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    return BertModel(config)
+
+
 def _tokenizer(kind: str):
     from transformers import AutoTokenizer
 
-    if kind == "encoder":
+    if kind in ("encoder", "text_encoder"):
         from .text_encoder import minilm_path
 
         return AutoTokenizer.from_pretrained(minilm_path())
@@ -97,7 +114,7 @@ def _tokenizer(kind: str):
     return tok
 
 
-BUILDERS = {"backbone": _qwen2, "encoder": _deberta_v2, "llm": _qwen2_vl}
+BUILDERS = {"backbone": _qwen2, "encoder": _deberta_v2, "llm": _qwen2_vl, "text_encoder": _bert}
 
 
 def write_standin(kind: str, folder: str | os.PathLike, seed: int = 0) -> Path:
@@ -121,7 +138,7 @@ def write_standin(kind: str, folder: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def write_standins(root: str | os.PathLike) -> dict[str, str]:
-    """All three stand-ins under ``root``; returns ``{environment variable: folder}``."""
+    """All four stand-ins under ``root``; returns ``{environment variable: folder}``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     return {ENV_VARS[k]: str(write_standin(k, root / FOLDERS[k]).resolve()) for k in BUILDERS}

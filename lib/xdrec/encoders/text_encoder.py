@@ -35,13 +35,23 @@ def minilm_path() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+TEXT_ENCODER_ENV = "XDREC_TEXT_ENCODER"
+
+
+def default_path() -> Path:
+    """The item text encoder's folder: ``$XDREC_TEXT_ENCODER`` when set (a local folder of a
+    BERT-style model; the smoke run's stand-in), else all-MiniLM-L6-v2 (:func:`minilm_path`)."""
+    env = os.environ.get(TEXT_ENCODER_ENV, "").strip()
+    return Path(env).expanduser() if env else minilm_path()
+
+
 class TextEncoder:
     """A frozen BERT-style encoder producing one L2-normalised vector per text (mean pooling)."""
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu", max_length: int = 64):
         from transformers import AutoModel, AutoTokenizer
 
-        self.path = Path(path) if path is not None else minilm_path()
+        self.path = Path(path) if path is not None else default_path()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).to(device).eval()
         self.device = device
@@ -77,7 +87,7 @@ class TextEncoder:
 
 def encoder_name(path: str | os.PathLike | None = None, max_length: int = 64) -> str:
     """A stable name for (model folder, pooling, max length): part of every cache key."""
-    path = Path(path) if path is not None else minilm_path()
+    path = Path(path) if path is not None else default_path()
     name = path.parent.name if path.name == "model" else path.name
     return f"{name}:mean-pool:max_length={max_length}"
 
