@@ -18,6 +18,8 @@ WARNING = ("/home/someone/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: Tq
     ("\rbar 3/4 loss=1.5\r                   \r", ""),  # a bar cleared with blanks (leave=False) leaves nothing
     ("abcdef\rXY\n", "XYcdef\n"),  # a carriage return overwrites, it does not erase
     ("plain line\nand another\n", "plain line\nand another\n"),
+    ("a prompt\n\nthe next one\n\n", "a prompt\n\nthe next one\n\n"),  # lines printed empty stay
+    ("\rbar 9/9\r        \r\nafter the bar\n", "after the bar\n"),  # a cleared bar leaves no empty line
 ])
 def test_terminal_text(raw, shown):
     assert pages.terminal_text(raw) == shown

@@ -29,7 +29,8 @@ MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|home|Users|tmp|root|usr|opt|var)/
 
 def terminal_text(text: str) -> str:
     """``text`` as a terminal shows it: within a line, each ``\\r`` returns to its start and what
-    follows overwrites what was there (a progress bar cleared with blanks leaves nothing)."""
+    follows overwrites what was there; a line a progress bar cleared with blanks leaves nothing,
+    not even an empty line. Lines the program printed empty stay."""
     lines = []
     for line in text.split("\n"):
         if "\r" in line:
@@ -37,8 +38,13 @@ def terminal_text(text: str) -> str:
             for part in line.split("\r"):
                 shown = part + shown[len(part):]
             line = shown.rstrip()
+            if not line:
+                lines.append(None)  # cleared: nothing on screen, no line either
+                continue
         lines.append(line)
-    return "\n".join(lines)
+    last = lines.pop()  # what follows the last newline
+    kept = [line + "\n" for line in lines if line is not None]
+    return "".join(kept) + (last or "")
 
 
 def clean_cell_outputs(outputs: list[dict]) -> list[dict]:
@@ -48,7 +54,7 @@ def clean_cell_outputs(outputs: list[dict]) -> list[dict]:
     shown = []
     for o in merged:
         if o.get("output_type") == "stream":
-            text = re.sub(r"\n{2,}", "\n", terminal_text(_NOISE.sub("", _text(o)))).lstrip("\n")
+            text = terminal_text(_NOISE.sub("", _text(o)))
             if not text.strip():
                 continue
             o = {**o, "text": text if text.endswith("\n") else text + "\n"}
