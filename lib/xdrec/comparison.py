@@ -41,7 +41,7 @@ from .io import sha256_text
 from .metrics import DEFAULT_KS, metrics_from_ranks, paired_ttest
 from .paths import checkpoint_dir
 from .profiles import get_profile
-from .results import code_fingerprint, load_if_current, load_result, save_result
+from .results import code_fingerprint, stored_or_computed
 
 MODELS = ("pop", "sasrec-bce", "sasrec-ce", "bert4rec")
 BASELINE_MODULES = ("xdrec.baselines", "xdrec.data", "xdrec.metrics", "xdrec.training")
@@ -199,47 +199,45 @@ def baseline_on_rows(model: str, dataset: str, domain: str, *, profile: str = "b
                        "sample_rows": sha256_text(inspect.getsource(sample_rows))[:16]}}
     fingerprint = code_fingerprint("xdrec.comparison", *BASELINE_MODULES)
     name = result_name(model, dataset, domain, seed)
-    if not force:
-        stored = load_if_current(name, profile, fingerprint, config)
-        if stored is not None:
-            return stored
-    ckpt = None if model == "pop" else baseline_checkpoint(model, dataset, domain, profile=profile, seed=seed)
 
-    t0 = time.perf_counter()
-    gen = generative_test_rows(dataset, profile=profile, seed=seed, data_root=data_root)
-    gen = gen[gen["domain_name"] == domain].reset_index(drop=True)
-    if gen.empty:
-        raise ValueError(f"{dataset}: no generative test rows in domain {domain!r}")
-    single = data.load(dataset, root=data_root).subset([domain])  # as run_id_baseline loads it
-    split = data.leave_last_out(single)
-    rows = _single_domain_rows(gen, _with_keys(split.test, single))
-    if model == "pop":
-        ranks = _popularity_ranks(split, single.n_items, rows["target"].to_numpy())
-        params = 0
-    else:
-        from .baselines.evaluation import evaluate
-        from .training import count_trainable_params
+    def compute():
+        ckpt = None if model == "pop" else baseline_checkpoint(model, dataset, domain, profile=profile, seed=seed)
 
-        net = _load_net(model, single.n_items, ckpt, profile)
-        ranks = evaluate(net, rows, per_row=True)["rank"]
-        params = count_trainable_params(net)
-    metrics = metrics_from_ranks(ranks, DEFAULT_KS)
-    if ckpt is not None and ckpt.is_relative_to(checkpoint_dir()):
-        ckpt = ckpt.relative_to(checkpoint_dir())
-    extra = {"rows": {"user": gen["user"].tolist(), "user_key": gen["user_key"].tolist(),
-                      "domain": gen["domain_name"].tolist(), "target_key": gen["target_key"].tolist(),
-                      "rank": np.asarray(ranks).tolist()},
-             "single_domain_user": rows["user"].tolist(),
-             "domain_test_rows": int(len(split.test)), "domain_items": int(single.n_items),
-             "checkpoint": None if ckpt is None else str(ckpt),
-             "full_test_result": f"id_baseline__{dataset}__{domain}__{model}__seed{seed}"}
-    save_result(name, metrics, profile=profile, dataset=f"{dataset}/{domain}", seed=seed,
-                split=(f"the generative test rows (leave-last-out on the merged timeline of {dataset}, up to "
-                       f"{per_domain} rows per domain, seed {seed}) of {domain}; each ranked by the single-domain "
-                       "model on its in-domain history against all of the domain's items"),
-                wall_time_s=time.perf_counter() - t0, trainable_params=params, config=config, extra=extra,
-                code_fingerprint=fingerprint)
-    return load_result(name, profile)
+        t0 = time.perf_counter()
+        gen = generative_test_rows(dataset, profile=profile, seed=seed, data_root=data_root)
+        gen = gen[gen["domain_name"] == domain].reset_index(drop=True)
+        if gen.empty:
+            raise ValueError(f"{dataset}: no generative test rows in domain {domain!r}")
+        single = data.load(dataset, root=data_root).subset([domain])  # as run_id_baseline loads it
+        split = data.leave_last_out(single)
+        rows = _single_domain_rows(gen, _with_keys(split.test, single))
+        if model == "pop":
+            ranks = _popularity_ranks(split, single.n_items, rows["target"].to_numpy())
+            params = 0
+        else:
+            from .baselines.evaluation import evaluate
+            from .training import count_trainable_params
+
+            net = _load_net(model, single.n_items, ckpt, profile)
+            ranks = evaluate(net, rows, per_row=True)["rank"]
+            params = count_trainable_params(net)
+        metrics = metrics_from_ranks(ranks, DEFAULT_KS)
+        if ckpt is not None and ckpt.is_relative_to(checkpoint_dir()):
+            ckpt = ckpt.relative_to(checkpoint_dir())
+        extra = {"rows": {"user": gen["user"].tolist(), "user_key": gen["user_key"].tolist(),
+                          "domain": gen["domain_name"].tolist(), "target_key": gen["target_key"].tolist(),
+                          "rank": np.asarray(ranks).tolist()},
+                 "single_domain_user": rows["user"].tolist(),
+                 "domain_test_rows": int(len(split.test)), "domain_items": int(single.n_items),
+                 "checkpoint": None if ckpt is None else str(ckpt),
+                 "full_test_result": f"id_baseline__{dataset}__{domain}__{model}__seed{seed}"}
+        return dict(metrics=metrics, dataset=f"{dataset}/{domain}", seed=seed,
+                    split=(f"the generative test rows (leave-last-out on the merged timeline of {dataset}, up to "
+                           f"{per_domain} rows per domain, seed {seed}) of {domain}; each ranked by the single-domain "
+                           "model on its in-domain history against all of the domain's items"),
+                    wall_time_s=time.perf_counter() - t0, trainable_params=params, extra=extra)
+
+    return stored_or_computed(name, profile, fingerprint, config, compute, force=force)
 
 
 def run_all(profile: str = "book", seed: int = 0, *, force: bool = False, data_root=None) -> list[dict[str, Any]]:

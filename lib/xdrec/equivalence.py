@@ -217,8 +217,11 @@ def run_probe(lib: Path, out: Path, work: Path, *, only: str = "", candidates: P
     return json.loads(out.read_text())
 
 
-def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None) -> dict[str, Any]:
-    """Probe ``base`` and the working tree; on equal results, add their fingerprint pairs."""
+def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None,
+            certificates: Path | None = None) -> dict[str, Any]:
+    """Probe ``base`` and the working tree of ``repo``; on equal results, add their fingerprint pairs
+    to ``certificates`` (default: the working tree's ``lib/xdrec/code_equivalence.json``)."""
+    certificates = Path(certificates) if certificates else repo / "lib" / "xdrec" / CERTIFICATES.name
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="xdrec-certify-"))
     work.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", base], cwd=repo, check=True, capture_output=True,
@@ -263,14 +266,14 @@ def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None) 
             raise SystemExit(f"refused: {modules!r} fingerprints to {fp['value']}, not the base's "
                              f"{old['fingerprints'][modules]['value']}")
     pairs = candidates
-    doc = json.loads(CERTIFICATES.read_text()) if CERTIFICATES.exists() else {"certificates": []}
+    doc = json.loads(certificates.read_text()) if certificates.exists() else {"certificates": []}
     cert = {"base": commit, "results_compared": sorted(old["results"]), "fingerprints": pairs,
             "modules": {m: {"base": old["fingerprints"][m]["value"], "new": f["raw"]}
                         for m, f in new["fingerprints"].items()}}
     doc["certificates"].append(cert)
     from .io import write_json
 
-    write_json(CERTIFICATES, doc)
+    write_json(certificates, doc)
     return cert
 
 

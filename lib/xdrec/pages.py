@@ -11,6 +11,7 @@ committed notebooks.
 
     python -m xdrec.pages clean NOTEBOOK...   # rewrite in place (atomically)
     python -m xdrec.pages check NOTEBOOK...   # exit 1 and name every defect
+    python -m xdrec.pages debt NOTEBOOK...    # the style defects of each, counted by kind (JSON)
 """
 from __future__ import annotations
 
@@ -104,8 +105,52 @@ def clean_outputs(path: str | Path) -> bool:
     return changed
 
 
+MAX_FIGURE_PX = 750  # the column is about 690 px: 7 in at the inline backend's 100 dpi, plus a tight bbox
+MAX_LOG_LINES = 10
+_EMPTY_CELL = re.compile(r"<td[^>]*>\s*(NaN|nan|NaT|inf|-inf|None|<NA>)\s*</td>")
+_REPR_CELL = re.compile(r"<td[^>]*>\s*(\{'|\[\(|\[\{|<[\w.]+ object)")
+_REPR_TEXT = re.compile(r"\w at 0x[0-9a-f]+|^\s*\{'|^\s*\[\(")
+
+
+def png_size(data: str) -> tuple[int, int]:
+    """(width, height) in pixels of a base64 PNG."""
+    import base64
+    import struct
+
+    head = base64.b64decode(data[:64])
+    return struct.unpack(">II", head[16:24])
+
+
+HYGIENE = ("a machine path", "a raw progress log")
+"""Defects no committed notebook may have (the others are counted per notebook: :func:`style_debt`)."""
+
+
+STYLE_KINDS = {"a table without a title": "untitled table", "a table cell shown as": "NaN/inf/None cell",
+               "a Python repr in a table cell": "repr in a table", "a Python repr as its output": "repr output",
+               "a figure": "figure wider than the column"}
+
+
+def style_debt(path: str | Path) -> dict[str, int]:
+    """How many of each style defect (:func:`output_defects` beyond :data:`HYGIENE`) ``path`` shows,
+    by kind (:data:`STYLE_KINDS`, and "long log")."""
+    debt: dict[str, int] = {}
+    for d in output_defects(path):
+        what = d.split(": ", 1)[1]
+        if what.startswith(HYGIENE):
+            continue
+        kind = next((k for prefix, k in STYLE_KINDS.items() if what.startswith(prefix)), "long log")
+        debt[kind] = debt.get(kind, 0) + 1
+    return dict(sorted(debt.items()))
+
+
 def output_defects(path: str | Path) -> list[str]:
-    """What is wrong in notebook ``path``'s outputs, one line each: ``cell N: what``."""
+    """What is wrong in notebook ``path``'s outputs, one line each: ``cell N: what``.
+
+    What a program can see of the book's rules (``STYLE.md``, "How a results page reads"): a
+    machine's path, a raw progress log, a log longer than :data:`MAX_LOG_LINES` lines, a table
+    without a title (an HTML ``<caption>``, as :func:`xdrec.book.table` writes), a ``NaN``/``inf``
+    cell, a Python repr, a figure wider than :data:`MAX_FIGURE_PX` (shrunk on the page).
+    """
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     found = []
     for i, cell in enumerate(nb["cells"]):
@@ -114,17 +159,42 @@ def output_defects(path: str | Path) -> list[str]:
             m = MACHINE_PATH.search(text)
             if m:
                 found.append(f"cell {i}: a machine path in its output: ...{text[max(0, m.start() - 30):m.end() + 30]!r}")
-            if o.get("output_type") == "stream" and "\r" in _text(o):
-                found.append(f"cell {i}: a raw progress log (carriage returns) in its {o.get('name')} output")
+            if o.get("output_type") == "stream":
+                if "\r" in _text(o):
+                    found.append(f"cell {i}: a raw progress log (carriage returns) in its {o.get('name')} output")
+                lines = len(_text(o).splitlines())
+                if lines > MAX_LOG_LINES:
+                    found.append(f"cell {i}: a {lines}-line {o.get('name')} log (at most {MAX_LOG_LINES}: "
+                                 "a learning curve instead)")
+            data = o.get("data", {})
+            html = "".join(data.get("text/html", []))
+            for t in re.findall(r"<table.*?</table>", html, re.S):
+                if "<caption" not in t:
+                    found.append(f"cell {i}: a table without a title (xdrec.book.table)")
+                if (e := _EMPTY_CELL.search(t)):
+                    found.append(f"cell {i}: a table cell shown as {e.group(1)!r} (say why it is empty)")
+                if _REPR_CELL.search(t):
+                    found.append(f"cell {i}: a Python repr in a table cell")
+            plain = "".join(data.get("text/plain", []))
+            if plain and not html and "image/png" not in data and _REPR_TEXT.search(plain):
+                found.append(f"cell {i}: a Python repr as its output: {plain[:60]!r}")
+            if "image/png" in data:
+                w, h = png_size("".join(data["image/png"]))
+                if w > MAX_FIGURE_PX:
+                    found.append(f"cell {i}: a figure {w} px wide, shrunk to the column's ~690 px "
+                                 "(xdrec.book.figsize)")
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 2 or argv[0] not in ("clean", "check"):
-        print(__doc__.strip().splitlines()[-2].strip(), file=sys.stderr)
-        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+    if len(argv) < 2 or argv[0] not in ("clean", "check", "debt"):
+        for line in __doc__.strip().splitlines()[-3:]:
+            print(line.strip(), file=sys.stderr)
         return 2
+    if argv[0] == "debt":
+        print(json.dumps({Path(nb).name: style_debt(nb) for nb in argv[1:]}, indent=1))
+        return 0
     status = 0
     for nb in argv[1:]:
         if argv[0] == "clean":

@@ -2,6 +2,12 @@
 
 Every table and figure in the book reads these files; each records what produced it (dataset,
 split, seed, profile, git commit, device, wall time, trainable parameters) next to the metrics.
+
+The rule for reusing one (:func:`stored_or_computed`, which every runner goes through): a stored
+result is read back while it was made with the same settings (the run's full configuration) by the
+same code (:func:`code_fingerprint` of the modules the runner names, or a fingerprint certified to
+store the same results, :mod:`xdrec.equivalence`); otherwise it is computed, written by the main
+process, and read back.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any
 import torch
 
 from . import smoke
-from .io import read_json, write_json
+from .io import is_main_process, read_json, wait_for_main, write_json
 from .paths import project_root, results_dir
 
 
@@ -151,3 +157,27 @@ def load_if_current(name: str, profile: str, fingerprint: str, config: dict[str,
     if os.environ.get("XDREC_REQUIRE_STORED") == "1":
         raise StaleResult(f"{path}: {why}")
     return None
+
+
+def stored_or_computed(name: str, profile: str, fingerprint: str, config: dict[str, Any],
+                       compute, *, force: bool = False) -> dict[str, Any]:
+    """Result ``name`` of ``profile``: read back while current (:func:`load_if_current`), else
+    ``compute()`` it and store it; returns the stored record.
+
+    ``compute`` returns the fields :func:`save_result` takes besides the key (``metrics``,
+    ``dataset``, ``split``, ``seed``, and optionally ``wall_time_s``, ``trainable_params``,
+    ``extra``); ``force`` recomputes a current result. Under several processes every process
+    computes (training is data-parallel), the main one writes, and all read back what it wrote.
+    """
+    if not force:
+        stored = load_if_current(name, profile, fingerprint, config)
+        if stored is not None:
+            return stored
+    fields = compute()
+    if is_main_process():
+        save_result(name, profile=profile, config=config, code_fingerprint=fingerprint, **fields)
+    wait_for_main()
+    stored = load_if_current(name, profile, fingerprint, config)
+    if stored is None:
+        raise RuntimeError(f"{result_path(name, profile)}: written but not read back as current")
+    return stored

@@ -25,7 +25,7 @@ from ..io import sha256_text
 from ..metrics import DEFAULT_KS, rank_metrics
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
-from ..results import code_fingerprint, load_if_current, load_result, save_result
+from ..results import code_fingerprint, load_result, stored_or_computed
 from ..training import TrainConfig, count_trainable_params
 from .evaluation import evaluate
 from .trainers import train_bert4rec, train_sasrec
@@ -58,11 +58,13 @@ def run_id_baseline(model: str, dataset: str, domain: str, *, profile: str = "bo
     cfg = get_profile(profile)["id_baselines"]
     model_cfg = _model_config(model, cfg)
     fingerprint = code_fingerprint("xdrec.baselines", "xdrec.data", "xdrec.metrics", "xdrec.training")
-    if not force:
-        done = load_if_current(name, profile, fingerprint, model_cfg)
-        if done is not None:
-            return done
+    return stored_or_computed(name, profile, fingerprint, model_cfg, force=force,
+                              compute=lambda: _train_and_test(model, dataset, domain, profile, seed, data_root, cfg,
+                                                              model_cfg, name, fingerprint))
 
+
+def _train_and_test(model, dataset, domain, profile, seed, data_root, cfg, model_cfg, name, fingerprint):
+    """The fields of one baseline's result record: test metrics, and its training when it trains."""
     ds = data.load(dataset, root=data_root).subset([domain])
     split = data.leave_last_out(ds)
     if smoke.active():  # a smoke run (xdrec.smoke): a few validation and test users
@@ -70,11 +72,12 @@ def run_id_baseline(model: str, dataset: str, domain: str, *, profile: str = "bo
         split = SimpleNamespace(train=split.train, valid=split.valid.sample(min(n, len(split.valid)), random_state=seed),
                                 test=split.test.sample(min(n, len(split.test)), random_state=seed))
     t0 = time.perf_counter()
-    split_desc = "leave-last-out within the domain; full ranking over the domain's items"
+    record = dict(dataset=f"{dataset}/{domain}", seed=seed,
+                  split="leave-last-out within the domain; full ranking over the domain's items")
     if model == "pop":
         metrics = most_popular(split, ds.n_items)
-        return _save(name, metrics, profile, dataset, domain, seed, split_desc, time.perf_counter() - t0, 0,
-                     model_cfg, {}, fingerprint)
+        return {**record, "metrics": {k: float(v) for k, v in metrics.items()},
+                "wall_time_s": time.perf_counter() - t0, "trainable_params": 0}
 
     if cfg["max_valid_rows"] and len(split.valid) > cfg["max_valid_rows"]:
         # early stopping on a seeded sample of validation users: a full pass costs as much as an epoch
@@ -95,8 +98,8 @@ def run_id_baseline(model: str, dataset: str, domain: str, *, profile: str = "bo
                 "stop_reason": res.stop_reason,
                 "history": [{k: v for k, v in h.items() if k in ("epoch", "train_loss", "valid/recall@10", "valid/ndcg@10")}
                             for h in res.history]}
-    return _save(name, test, profile, dataset, domain, seed, split_desc, res.wall_time,
-                 count_trainable_params(net), model_cfg, training, fingerprint)
+    return {**record, "metrics": {k: float(v) for k, v in test.items()}, "wall_time_s": res.wall_time,
+            "trainable_params": count_trainable_params(net), "extra": {"training": training}}
 
 
 def run_key(fingerprint: str, model_cfg: dict[str, Any]) -> str:
@@ -112,17 +115,6 @@ def _model_config(model: str, cfg: dict[str, Any]) -> dict[str, Any]:
     keys += ["sasrec_heads"] if model.startswith("sasrec") else ["bert4rec_heads", "bert4rec_mask_prob"]
     return {**{k: cfg[k] for k in keys}, "epochs": cfg["epochs_by_model"].get(model, cfg["epochs"]),
             "patience": cfg["patience_by_model"].get(model, cfg["patience"])}
-
-
-def _save(name, metrics, profile, dataset, domain, seed, split_desc, wall, params, config, training, fingerprint):
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes
-        return {"metrics": metrics}
-    save_result(name, {k: float(v) for k, v in metrics.items()}, profile=profile, dataset=f"{dataset}/{domain}",
-                split=split_desc, seed=seed, wall_time_s=wall, trainable_params=params, config=config,
-                extra={"training": training} if training else None, code_fingerprint=fingerprint)
-    return load_result(name, profile)
 
 
 def main(argv=None) -> None:

@@ -26,7 +26,6 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .. import data
@@ -36,7 +35,7 @@ from ..generative import ItemTokens, evaluate_generative, evaluation_rows, next_
 from ..io import is_main_process, sha256_text, wait_for_main
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
-from ..results import code_fingerprint, load_if_current, save_result
+from ..results import code_fingerprint, stored_or_computed
 from ..training import TrainConfig, count_trainable_params, fit
 from .recommender import MODES, GenCDRRecommender, add_semantic_id_tokens
 from .tokenization import run_tokenizer
@@ -142,112 +141,108 @@ def run_recommender(dataset: str, *, profile: str = "book", seed: int = 0, varia
     config = {"variant": variant, "recommender": cfg, "eval": ev, "tokenizer": prof["gencdr_tokenizer"],
               "backbone": backbone_location(cfg), "seed": seed}
     name = result_name(dataset, variant, seed)
-    if not force:
-        stored = load_if_current(name, profile, fingerprint, config)
-        if stored is not None:
-            return stored
-    run = build(dataset, profile, seed=seed, variant=variant, root=root, progress=progress)
-    model, items, trie, split, ds = run["model"], run["items"], run["trie"], run["split"], run["dataset"]
-    key = sha256_text(fingerprint, json.dumps(config, sort_keys=True), sha256_text(run["ids"].tobytes().hex()))[:16]
-    base = checkpoint_dir("gencdr_recommender", dataset, f"{variant}-seed{seed}-{key}")
-    if force and is_main_process():
-        import shutil
 
-        shutil.rmtree(base, ignore_errors=True)
-    wait_for_main()
-    cpu = prof["device"] == "cpu"
-    item_domain = ds.items["domain"].to_numpy()
-    valid = evaluation_rows(split.valid, ev["valid_rows_per_domain"], seed)
-    test = evaluation_rows(split.test, ev["test_rows_per_domain"], seed)
-    timelines = user_timelines(split.train)
+    def compute():
+        run = build(dataset, profile, seed=seed, variant=variant, root=root, progress=progress)
+        model, items, trie, split, ds = run["model"], run["items"], run["trie"], run["split"], run["dataset"]
+        key = sha256_text(fingerprint, json.dumps(config, sort_keys=True), sha256_text(run["ids"].tobytes().hex()))[:16]
+        base = checkpoint_dir("gencdr_recommender", dataset, f"{variant}-seed{seed}-{key}")
+        if force and is_main_process():
+            import shutil
 
-    def subsample(seqs, phase):
-        cap = cfg[phase].get("max_users")
-        if cap and len(seqs) > cap:
-            keep = np.random.default_rng(seed).choice(len(seqs), cap, replace=False)
-            seqs = [seqs[i] for i in sorted(keep)]
-        return seqs
+            shutil.rmtree(base, ignore_errors=True)
+        wait_for_main()
+        cpu = prof["device"] == "cpu"
+        item_domain = ds.items["domain"].to_numpy()
+        valid = evaluation_rows(split.valid, ev["valid_rows_per_domain"], seed)
+        test = evaluation_rows(split.test, ev["test_rows_per_domain"], seed)
+        timelines = user_timelines(split.train)
 
-    def train_config(phase: str, ckpt) -> TrainConfig:
-        c = cfg[phase]
-        return TrainConfig(epochs=c["epochs"], lr=c["lr"], batch_size=c["batch_size"], patience=c["patience"], seed=seed,
-                           checkpoint_dir=ckpt, cpu=cpu, progress=progress, checkpoint_trainable_only=True,
-                           mixed_precision=cfg["mixed_precision"] if not cpu else "no")
+        def subsample(seqs, phase):
+            cap = cfg[phase].get("max_users")
+            if cap and len(seqs) > cap:
+                keep = np.random.default_rng(seed).choice(len(seqs), cap, replace=False)
+                seqs = [seqs[i] for i in sorted(keep)]
+            return seqs
 
-    def validate(rows, mode):
-        def fn(m):
-            res = evaluate_generative(recommend_fn(m, items, trie, ev, mode), rows, k=ev["top_k"],
-                                      batch_size=ev["batch_size"])
-            return {k: v for k, v in res["all"].items() if k in REPORTED}
-        return fn
+        def train_config(phase: str, ckpt) -> TrainConfig:
+            c = cfg[phase]
+            return TrainConfig(epochs=c["epochs"], lr=c["lr"], batch_size=c["batch_size"], patience=c["patience"], seed=seed,
+                               checkpoint_dir=ckpt, cpu=cpu, progress=progress, checkpoint_trainable_only=True,
+                               mixed_precision=cfg["mixed_precision"] if not cpu else "no")
 
-    # ---- phase 1: universal experts on every domain (Eq. 9) --------------------------------------
-    uni_seqs = subsample(timelines, "universal")
-    uni_batches = TimelineBatches(uni_seqs, items, batch_size=cfg["universal"]["batch_size"], max_items=ev["max_items"],
-                                  prefix=model.prefix_tokens, pad_id=model.pad_id, seed=seed)
-    model.train_phase(universal=True)
-    res_uni = fit(model, uni_batches, validate(valid, "universal"), train_config("universal", base / "universal"),
-                  loss_fn=lambda m, b: m.universal_loss(b), metric="recall@10")
-    params_uni = count_trainable_params(model)
-    usage_rows = [uni_seqs[i] for i in np.random.default_rng(seed).choice(len(uni_seqs), min(256, len(uni_seqs)), replace=False)]
-    model.eval()
-    gate_usage = model.gate_usage(next_id_batch(usage_rows, items, max_items=ev["max_items"], prefix=model.prefix_tokens,
-                                                pad_id=model.pad_id))
+        def validate(rows, mode):
+            def fn(m):
+                res = evaluate_generative(recommend_fn(m, items, trie, ev, mode), rows, k=ev["top_k"],
+                                          batch_size=ev["batch_size"])
+                return {k: v for k, v in res["all"].items() if k in REPORTED}
+            return fn
 
-    # ---- phase 2: one adapter + router per domain (Eqs. 10-11) ------------------------------------
-    res_dom, tokens_dom, params_dom = {}, {}, {}
-    for d, dname in enumerate(ds.domains):
-        seqs = subsample([s for s in timelines if _has_target_in(s, item_domain, d, ev["max_items"])], "domain")
-        batches = TimelineBatches(seqs, items, batch_size=cfg["domain"]["batch_size"], max_items=ev["max_items"],
-                                  prefix=model.prefix_tokens, pad_id=model.pad_id, seed=seed + d + 1)
-        model.train_phase(domain=d)
-        rows = valid[valid["domain"] == d]
-        res_dom[dname] = fit(model, batches, validate(rows, "fused"), train_config("domain", base / f"domain-{dname}"),
-                             loss_fn=lambda m, b, d=d: m.domain_loss(b, d), metric="recall@10")
-        tokens_dom[dname], params_dom[dname] = batches.tokens_per_epoch, count_trainable_params(model)
-    model.train_phase()
-    model.eval()
+        # ---- phase 1: universal experts on every domain (Eq. 9) --------------------------------------
+        uni_seqs = subsample(timelines, "universal")
+        uni_batches = TimelineBatches(uni_seqs, items, batch_size=cfg["universal"]["batch_size"], max_items=ev["max_items"],
+                                      prefix=model.prefix_tokens, pad_id=model.pad_id, seed=seed)
+        model.train_phase(universal=True)
+        res_uni = fit(model, uni_batches, validate(valid, "universal"), train_config("universal", base / "universal"),
+                      loss_fn=lambda m, b: m.universal_loss(b), metric="recall@10")
+        params_uni = count_trainable_params(model)
+        usage_rows = [uni_seqs[i] for i in np.random.default_rng(seed).choice(len(uni_seqs), min(256, len(uni_seqs)), replace=False)]
+        model.eval()
+        gate_usage = model.gate_usage(next_id_batch(usage_rows, items, max_items=ev["max_items"], prefix=model.prefix_tokens,
+                                                    pad_id=model.pad_id))
 
-    # ---- test -----------------------------------------------------------------------------------
-    modes, rows_out, timings = {}, {}, {}
-    gammas: list[float] = []
-    for mode in cfg.get("test_modes", list(MODES)):
-        t = time.perf_counter()
-        res = evaluate_generative(recommend_fn(model, items, trie, ev, mode, gammas if mode == "fused" else None), test,
-                                  k=ev["top_k"], batch_size=ev["batch_size"], per_row=True, show_progress=progress,
-                                  desc=f"test {mode}")
-        timings[f"test_{mode}_s"] = time.perf_counter() - t
-        modes[mode] = _flat({k: _means(r) for k, r in res.items()}, ds.domains)
-        rows_out[mode] = res["all"]["rank"].tolist()
+        # ---- phase 2: one adapter + router per domain (Eqs. 10-11) ------------------------------------
+        res_dom, tokens_dom, params_dom = {}, {}, {}
+        for d, dname in enumerate(ds.domains):
+            seqs = subsample([s for s in timelines if _has_target_in(s, item_domain, d, ev["max_items"])], "domain")
+            batches = TimelineBatches(seqs, items, batch_size=cfg["domain"]["batch_size"], max_items=ev["max_items"],
+                                      prefix=model.prefix_tokens, pad_id=model.pad_id, seed=seed + d + 1)
+            model.train_phase(domain=d)
+            rows = valid[valid["domain"] == d]
+            res_dom[dname] = fit(model, batches, validate(rows, "fused"), train_config("domain", base / f"domain-{dname}"),
+                                 loss_fn=lambda m, b, d=d: m.domain_loss(b, d), metric="recall@10")
+            tokens_dom[dname], params_dom[dname] = batches.tokens_per_epoch, count_trainable_params(model)
+        model.train_phase()
+        model.eval()
 
-    users = ds.users.set_index("user")["user_key"]
-    keys = ds.items["item_key"].to_numpy()
-    extra = {
-        "modes": modes,
-        "rows": {"user": test["user"].tolist(), "user_key": users.loc[test["user"]].tolist(),
-                 "domain": [ds.domains[d] for d in test["domain"]], "target_key": keys[test["target"]].tolist(),
-                 "rank": rows_out, "gamma": gammas},
-        "gate_usage": gate_usage.tolist(),
-        "training": {"universal": res_uni.to_dict(), **{f"domain/{k}": v.to_dict() for k, v in res_dom.items()}},
-        "throughput": {
-            "universal_tokens_per_epoch": uni_batches.tokens_per_epoch,
-            "universal_tokens_per_s": _tokens_per_s(res_uni, uni_batches.tokens_per_epoch),
-            **{f"domain/{k}_tokens_per_s": _tokens_per_s(res_dom[k], tokens_dom[k]) for k in res_dom},
-        },
-        "trainable_params": {"universal": params_uni, **{f"domain/{k}": v for k, v in params_dom.items()}},
-        "backbone_params": sum(p.numel() for p in model.lm.parameters()),
-        "timings": timings,
-        "split": {"train_timelines": len(timelines), "valid_rows": len(valid), "test_rows": len(test)},
-    }
-    wall = res_uni.wall_time + sum(r.wall_time for r in res_dom.values()) + sum(timings.values())
-    if is_main_process():  # under several processes, one writes
-        save_result(name, modes["fused"] if "fused" in modes else next(iter(modes.values())), profile=profile,
+        # ---- test -----------------------------------------------------------------------------------
+        modes, rows_out, timings = {}, {}, {}
+        gammas: list[float] = []
+        for mode in cfg.get("test_modes", list(MODES)):
+            t = time.perf_counter()
+            res = evaluate_generative(recommend_fn(model, items, trie, ev, mode, gammas if mode == "fused" else None), test,
+                                      k=ev["top_k"], batch_size=ev["batch_size"], per_row=True, show_progress=progress,
+                                      desc=f"test {mode}")
+            timings[f"test_{mode}_s"] = time.perf_counter() - t
+            modes[mode] = _flat({k: _means(r) for k, r in res.items()}, ds.domains)
+            rows_out[mode] = res["all"]["rank"].tolist()
+
+        users = ds.users.set_index("user")["user_key"]
+        keys = ds.items["item_key"].to_numpy()
+        extra = {
+            "modes": modes,
+            "rows": {"user": test["user"].tolist(), "user_key": users.loc[test["user"]].tolist(),
+                     "domain": [ds.domains[d] for d in test["domain"]], "target_key": keys[test["target"]].tolist(),
+                     "rank": rows_out, "gamma": gammas},
+            "gate_usage": gate_usage.tolist(),
+            "training": {"universal": res_uni.to_dict(), **{f"domain/{k}": v.to_dict() for k, v in res_dom.items()}},
+            "throughput": {
+                "universal_tokens_per_epoch": uni_batches.tokens_per_epoch,
+                "universal_tokens_per_s": _tokens_per_s(res_uni, uni_batches.tokens_per_epoch),
+                **{f"domain/{k}_tokens_per_s": _tokens_per_s(res_dom[k], tokens_dom[k]) for k in res_dom},
+            },
+            "trainable_params": {"universal": params_uni, **{f"domain/{k}": v for k, v in params_dom.items()}},
+            "backbone_params": sum(p.numel() for p in model.lm.parameters()),
+            "timings": timings,
+            "split": {"train_timelines": len(timelines), "valid_rows": len(valid), "test_rows": len(test)},
+        }
+        wall = res_uni.wall_time + sum(r.wall_time for r in res_dom.values()) + sum(timings.values())
+        return dict(metrics=modes["fused"] if "fused" in modes else next(iter(modes.values())),
                     dataset=f"{dataset}/{'+'.join(ds.domains)}", seed=seed,
                     split=f"leave-last-out on the merged timeline; test: up to {ev['test_rows_per_domain']} rows per domain",
-                    wall_time_s=wall, trainable_params=params_uni + sum(params_dom.values()), config=config, extra=extra,
-                    code_fingerprint=fingerprint)
-    wait_for_main()
-    return load_if_current(name, profile, fingerprint, config)
+                    wall_time_s=wall, trainable_params=params_uni + sum(params_dom.values()), extra=extra)
+
+    return stored_or_computed(name, profile, fingerprint, config, compute, force=force)
 
 
 def _means(per_row: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from ..io import sha256_text, write_parquet
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
 from ..quantization import COLLISION_RULES, id_statistics, resolve_collisions
-from ..results import code_fingerprint, load_if_current, save_result
+from ..results import code_fingerprint, stored_or_computed
 from ..training import TrainConfig, count_trainable_params, fit
 from .tokenizer import DomainAdaptiveTokenizer, UniversalTokenizer
 
@@ -316,8 +316,8 @@ def run_tokenizer(dataset: str, *, profile: str = "book", variant: str = "full",
 
     config = {"variant": variant, **phase1_cfg, **{k: cfg[k] for k in ("lora", "router", "adapters", "collision_rule")}}
     name = result_name(dataset, variant, seed)
-    stored = None if force else load_if_current(name, profile, fingerprint, config)
-    if stored is None or res1.skipped is False or (res2 is not None and not res2.skipped):
+
+    def record():
         metrics = {"collision_rate": stats[cfg["collision_rule"]]["collision_rate"],
                    "level_usage": stats[cfg["collision_rule"]]["level_usage"],
                    "level_perplexity": stats[cfg["collision_rule"]]["level_perplexity"],
@@ -331,10 +331,13 @@ def run_tokenizer(dataset: str, *, profile: str = "book", variant: str = "full",
             "directory": str(run_dir.relative_to(checkpoint_dir())),
         }
         wall = res1.wall_time + (res2.wall_time if res2 is not None else 0.0)
-        save_result(name, metrics, profile=profile, dataset=dataset, split="all items of " + "+".join(names), seed=seed,
+        return dict(metrics=metrics, dataset=dataset, split="all items of " + "+".join(names), seed=seed,
                     wall_time_s=wall, trainable_params=count_trainable_params(adaptive) if adaptive is not None
-                    else res1.trainable_params, config=config, extra=extra, code_fingerprint=fingerprint)
-        stored = load_if_current(name, profile, fingerprint, config)
+                    else res1.trainable_params, extra=extra)
+
+    # the models are always built (the caller needs them); a phase that trained rewrites the record
+    retrained = res1.skipped is False or (res2 is not None and not res2.skipped)
+    stored = stored_or_computed(name, profile, fingerprint, config, record, force=force or retrained)
     return TokenizerRun(dataset, variant, seed, profile, items, names, emb, universal, adaptive, codes, ids, stored,
                         run_dir, cfg["collision_rule"], {"seconds": time.perf_counter() - t0})
 

@@ -36,7 +36,7 @@ from ..generative import evaluate_generative, evaluation_rows, user_timelines
 from ..io import is_main_process, sha256_text, wait_for_main
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
-from ..results import code_fingerprint, load_if_current, save_result
+from ..results import code_fingerprint, stored_or_computed
 from ..training import TrainConfig, count_trainable_params, fit
 from .examples import NextItemExamples
 from .model import TIGER, TIGERConfig
@@ -105,73 +105,67 @@ def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool
     fingerprint = code_fingerprint(*FINGERPRINT_MODULES)
     config = settings(profile, dataset, seed, overrides)
     name = result_name(dataset, seed)
-    if not force:
-        stored = load_if_current(name, profile, fingerprint, config)
-        if stored is not None:
-            return stored
-    t0 = time.perf_counter()
-    run = build(dataset, profile, seed=seed, root=root, overrides=overrides, progress=progress)
-    t_build = time.perf_counter() - t0
-    model, ds, sid, examples = run["model"], run["dataset"], run["ids"], run["examples"]
-    valid, test, tc, ev = run["valid"], run["test"], config["tiger"], config["eval"]
 
-    key = sha256_text(fingerprint, json.dumps(config, sort_keys=True), sha256_text(sid.ids.tobytes().hex()))[:16]
-    ckpt = checkpoint_dir("tiger", dataset, f"t5-seed{seed}-{key}")
-    if force and is_main_process():
-        shutil.rmtree(ckpt, ignore_errors=True)
-    wait_for_main()
+    def compute():
+        t0 = time.perf_counter()
+        run = build(dataset, profile, seed=seed, root=root, overrides=overrides, progress=progress)
+        t_build = time.perf_counter() - t0
+        model, ds, sid, examples = run["model"], run["dataset"], run["ids"], run["examples"]
+        valid, test, tc, ev = run["valid"], run["test"], config["tiger"], config["eval"]
 
-    def validate(m: TIGER) -> dict[str, float]:
-        res = evaluate_generative(m.recommend, valid, k=ev["top_k"], batch_size=ev["batch_size"])
-        return {k: res["all"][k] for k in REPORTED}
+        key = sha256_text(fingerprint, json.dumps(config, sort_keys=True), sha256_text(sid.ids.tobytes().hex()))[:16]
+        ckpt = checkpoint_dir("tiger", dataset, f"t5-seed{seed}-{key}")
+        if force and is_main_process():
+            shutil.rmtree(ckpt, ignore_errors=True)
+        wait_for_main()
 
-    train_cfg = TrainConfig(epochs=tc["epochs"], lr=tc["lr"], batch_size=tc["batch_size"], patience=tc["patience"],
-                            seed=seed, max_steps=tc.get("max_steps"), checkpoint_dir=ckpt,
-                            cpu=config["device"] == "cpu", progress=progress)
-    res = fit(model, examples, validate, train_cfg, metric="recall@10")
-    model.eval()
+        def validate(m: TIGER) -> dict[str, float]:
+            res = evaluate_generative(m.recommend, valid, k=ev["top_k"], batch_size=ev["batch_size"])
+            return {k: res["all"][k] for k in REPORTED}
 
-    t1 = time.perf_counter()
-    out = evaluate_generative(model.recommend, test, k=ev["top_k"], batch_size=ev["batch_size"], per_row=True,
-                              show_progress=progress, desc="test")
-    test_s = time.perf_counter() - t1
-    metrics = _flat(out, ds.domains)
+        train_cfg = TrainConfig(epochs=tc["epochs"], lr=tc["lr"], batch_size=tc["batch_size"], patience=tc["patience"],
+                                seed=seed, max_steps=tc.get("max_steps"), checkpoint_dir=ckpt,
+                                cpu=config["device"] == "cpu", progress=progress)
+        res = fit(model, examples, validate, train_cfg, metric="recall@10")
+        model.eval()
 
-    users = ds.users.set_index("user")["user_key"]
-    keys = ds.items["item_key"].to_numpy()
-    train_times = [h["train_time"] for h in res.history if h.get("train_time")]
-    eval_times = [h["eval_time"] for h in res.history if h.get("eval_time") is not None]
-    extra = {
-        "rows": {"user": test["user"].tolist(), "user_key": users.loc[test["user"]].tolist(),
-                 "domain": [ds.domains[d] for d in test["domain"]], "target_key": keys[test["target"]].tolist(),
-                 "rank": out["all"]["rank"].tolist()},
-        "training": {**res.to_dict(), "examples_per_epoch": examples.examples_per_epoch, "all_examples": len(examples),
-                     "encoder_tokens_per_epoch": examples.tokens_per_epoch},
-        "timings": {
-            "build_s": t_build, "ids_s": sid.seconds, "ids_trained": sid.trained, "train_s": res.wall_time,
-            "mean_epoch_train_s": float(np.mean(train_times)) if train_times else None,
-            "mean_validation_s": float(np.mean(eval_times)) if eval_times else None,
-            "examples_per_s": examples.examples_per_epoch / float(np.mean(train_times)) if train_times else None,
-            "test_s": test_s, "test_rows_per_s": len(test) / test_s if test_s > 0 else None,
-            "fit_skipped": res.skipped,
-        },
-        "ids": {"rule": sid.rule, "codebook_sizes": sid.codebook_sizes, "stats": sid.stats,
-                "directory": str(sid.directory.relative_to(checkpoint_dir()))},
-        "params": count_trainable_params(model),
-        "split": {"train_timelines": len(examples.timelines), "train_examples": len(examples),
-                  "valid_rows": len(valid), "test_rows": len(test),
-                  "test_rows_per_domain": {ds.domains[d]: int((test["domain"] == d).sum()) for d in sorted(set(test["domain"]))}},
-        "checkpoint": str(ckpt.relative_to(checkpoint_dir())),
-    }
-    from accelerate import PartialState
+        t1 = time.perf_counter()
+        out = evaluate_generative(model.recommend, test, k=ev["top_k"], batch_size=ev["batch_size"], per_row=True,
+                                  show_progress=progress, desc="test")
+        test_s = time.perf_counter() - t1
+        metrics = _flat(out, ds.domains)
 
-    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes
-        return {"metrics": metrics, "extra": extra}
-    save_result(name, metrics, profile=profile, dataset=f"{dataset}/{'+'.join(ds.domains)}", seed=seed,
-                split=f"leave-last-out on the merged timeline; test: up to {ev['test_rows_per_domain']} rows per domain",
-                wall_time_s=res.wall_time + test_s, trainable_params=count_trainable_params(model), config=config,
-                extra=extra, code_fingerprint=fingerprint)
-    return load_if_current(name, profile, fingerprint, config)
+        users = ds.users.set_index("user")["user_key"]
+        keys = ds.items["item_key"].to_numpy()
+        train_times = [h["train_time"] for h in res.history if h.get("train_time")]
+        eval_times = [h["eval_time"] for h in res.history if h.get("eval_time") is not None]
+        extra = {
+            "rows": {"user": test["user"].tolist(), "user_key": users.loc[test["user"]].tolist(),
+                     "domain": [ds.domains[d] for d in test["domain"]], "target_key": keys[test["target"]].tolist(),
+                     "rank": out["all"]["rank"].tolist()},
+            "training": {**res.to_dict(), "examples_per_epoch": examples.examples_per_epoch, "all_examples": len(examples),
+                         "encoder_tokens_per_epoch": examples.tokens_per_epoch},
+            "timings": {
+                "build_s": t_build, "ids_s": sid.seconds, "ids_trained": sid.trained, "train_s": res.wall_time,
+                "mean_epoch_train_s": float(np.mean(train_times)) if train_times else None,
+                "mean_validation_s": float(np.mean(eval_times)) if eval_times else None,
+                "examples_per_s": examples.examples_per_epoch / float(np.mean(train_times)) if train_times else None,
+                "test_s": test_s, "test_rows_per_s": len(test) / test_s if test_s > 0 else None,
+                "fit_skipped": res.skipped,
+            },
+            "ids": {"rule": sid.rule, "codebook_sizes": sid.codebook_sizes, "stats": sid.stats,
+                    "directory": str(sid.directory.relative_to(checkpoint_dir()))},
+            "params": count_trainable_params(model),
+            "split": {"train_timelines": len(examples.timelines), "train_examples": len(examples),
+                      "valid_rows": len(valid), "test_rows": len(test),
+                      "test_rows_per_domain": {ds.domains[d]: int((test["domain"] == d).sum()) for d in sorted(set(test["domain"]))}},
+            "checkpoint": str(ckpt.relative_to(checkpoint_dir())),
+        }
+        return dict(metrics=metrics, dataset=f"{dataset}/{'+'.join(ds.domains)}", seed=seed,
+                    split=f"leave-last-out on the merged timeline; test: up to {ev['test_rows_per_domain']} rows per domain",
+                    wall_time_s=res.wall_time + test_s, trainable_params=count_trainable_params(model), extra=extra)
+
+    return stored_or_computed(name, profile, fingerprint, config, compute, force=force)
 
 
 def _flat(res: dict[str, Any], names: list[str]) -> dict[str, Any]:

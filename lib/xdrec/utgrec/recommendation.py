@@ -38,7 +38,7 @@ from ..generative import evaluate_generative, evaluation_rows, user_timelines
 from ..io import load_safetensors, read_json, save_safetensors, sha256_text, write_json
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
-from ..results import code_fingerprint, load_if_current, save_result
+from ..results import code_fingerprint, stored_or_computed
 from ..tiger import TIGER
 from ..tiger.examples import NextItemExamples
 from ..tiger.model import TIGERConfig
@@ -177,9 +177,10 @@ def baseline_result_name(target: str, tokenizer: str, seed: int, n_layers: int |
     return f"utgrec_baseline__{target}__{tokenizer}{'' if n_layers is None else f'-L{n_layers}'}__seed{seed}"
 
 
-def _fit_and_test(model: TIGER, ds, cfg: dict, *, name: str, config: dict, fp: str, ckpt_name: str, profile: str,
+def _fit_and_test(model: TIGER, ds, cfg: dict, *, config: dict, fp: str, ckpt_name: str, profile: str,
                   seed: int, dataset: str, force: bool, t0: float, extra: dict) -> dict[str, Any]:
-    """Train ``model`` on the target's training timelines (early stopping on validation Recall@10), test, store."""
+    """Train ``model`` on the target's training timelines (early stopping on validation Recall@10) and
+    test it; returns the fields of its result record."""
     split = data.leave_last_out(ds)
     ev, rc = cfg["eval"], cfg["recommender"]["finetune"]
     valid = evaluation_rows(split.valid, ev["valid_rows_per_domain"], seed)
@@ -207,11 +208,8 @@ def _fit_and_test(model: TIGER, ds, cfg: dict, *, name: str, config: dict, fp: s
     extra = {"rows": {"user": test["user"].tolist(), "target": test["target"].tolist(),
                       "rank": out["all"]["rank"].tolist()},
              "training": res.to_dict(), **extra}
-    save_result(name, metrics, profile=profile, dataset=dataset, seed=seed,
-                split=f"leave-last-out; test: {len(test)} rows", config=config,
-                wall_time_s=time.perf_counter() - t0, trainable_params=count_trainable_params(model), extra=extra,
-                code_fingerprint=fp)
-    return load_if_current(name, profile, fp, config)
+    return dict(metrics=metrics, dataset=dataset, seed=seed, split=f"leave-last-out; test: {len(test)} rows",
+                wall_time_s=time.perf_counter() - t0, trainable_params=count_trainable_params(model), extra=extra)
 
 
 def run_utgrec(target: str, sources: Sequence[str] | None = None, *, variant: str = "full", profile: str = "book",
@@ -235,35 +233,35 @@ def run_utgrec(target: str, sources: Sequence[str] | None = None, *, variant: st
     config = {**cfg, "tokenizer": tok_cfg, "variant": variant, "target": target, "sources": sources, "seed": seed}
     fp = code_fingerprint(*FINGERPRINT_MODULES)
     name = name or result_name(target, variant, seed, n_layers)
-    if not force:
-        stored = load_if_current(name, profile, fp, config)
-        if stored is not None:
-            return stored
-    t0 = time.perf_counter()
-    if v.get("domain_specific"):  # w/o PT: the tokenizer learns on the target's items only
-        ids_folder = tz.finetune(target, [target], profile=profile, seed=seed, data_root=data_root, tune=False,
-                                 overrides=tok_over)
-        pre = None
-    else:
-        ids_folder = tz.finetune(target, sources, profile=profile, seed=seed, data_root=data_root,
-                                 tune=v.get("tune_tokenizer", True),
-                                 freeze_codebook_vectors=v.get("freeze_codebook_vectors", True), overrides=tok_over)
-        pre = (pretrain_recommender(sources, profile=profile, seed=seed, data_root=data_root,
-                                    tokenizer_overrides=tok_over, t5=t5)
-               if v.get("pretrain_recommender", True) else None)
-    ds = data.load(tok_cfg["dataset"], data_root, domains=[target])
-    model = _model(ds, ids_for(ds, ids_folder), cfg, codebook_sizes(tok_cfg), seed)
-    if pre is not None:  # the pre-trained T5, over the source items and their IDs, hands its weights on
-        src_ds = tz.load_domains(tok_cfg["dataset"], sources, data_root, tok_cfg.get("max_source_items_per_domain"))
-        src_ids = tz.source_ids(sources, profile=profile, seed=seed, data_root=data_root, overrides=tok_over)
-        src = _model(src_ds, ids_for(src_ds, src_ids), cfg, codebook_sizes(tok_cfg), seed)
-        src.t5.load_state_dict(load_safetensors(pre / "t5.safetensors"))
-        transfer_t5(src, model)
-        del src
-    return _fit_and_test(model, ds, cfg, name=name, config=config, fp=fp, ckpt_name=f"t5-{target}-{variant}",
-                         profile=profile, seed=seed, dataset=f"{tok_cfg['dataset']}/{target}", force=force, t0=t0,
-                         extra={"ids": read_json(ids_folder / "ids.json")["stats"],
-                                "pretrained_recommender": None if pre is None else pre.name})
+
+    def compute():
+        t0 = time.perf_counter()
+        if v.get("domain_specific"):  # w/o PT: the tokenizer learns on the target's items only
+            ids_folder = tz.finetune(target, [target], profile=profile, seed=seed, data_root=data_root, tune=False,
+                                     overrides=tok_over)
+            pre = None
+        else:
+            ids_folder = tz.finetune(target, sources, profile=profile, seed=seed, data_root=data_root,
+                                     tune=v.get("tune_tokenizer", True),
+                                     freeze_codebook_vectors=v.get("freeze_codebook_vectors", True), overrides=tok_over)
+            pre = (pretrain_recommender(sources, profile=profile, seed=seed, data_root=data_root,
+                                        tokenizer_overrides=tok_over, t5=t5)
+                   if v.get("pretrain_recommender", True) else None)
+        ds = data.load(tok_cfg["dataset"], data_root, domains=[target])
+        model = _model(ds, ids_for(ds, ids_folder), cfg, codebook_sizes(tok_cfg), seed)
+        if pre is not None:  # the pre-trained T5, over the source items and their IDs, hands its weights on
+            src_ds = tz.load_domains(tok_cfg["dataset"], sources, data_root, tok_cfg.get("max_source_items_per_domain"))
+            src_ids = tz.source_ids(sources, profile=profile, seed=seed, data_root=data_root, overrides=tok_over)
+            src = _model(src_ds, ids_for(src_ds, src_ids), cfg, codebook_sizes(tok_cfg), seed)
+            src.t5.load_state_dict(load_safetensors(pre / "t5.safetensors"))
+            transfer_t5(src, model)
+            del src
+        return _fit_and_test(model, ds, cfg, config=config, fp=fp, ckpt_name=f"t5-{target}-{variant}",
+                             profile=profile, seed=seed, dataset=f"{tok_cfg['dataset']}/{target}", force=force, t0=t0,
+                             extra={"ids": read_json(ids_folder / "ids.json")["stats"],
+                                    "pretrained_recommender": None if pre is None else pre.name})
+
+    return stored_or_computed(name, profile, fp, config, compute, force=force)
 
 
 BASELINES = ("tiger", "letter")
@@ -295,24 +293,24 @@ def run_baseline(target: str, tokenizer: str = "tiger", *, profile: str = "book"
     config = {**cfg, "tokenizer": tokenizer, "ids": ids_cfg, "target": target, "seed": seed}
     fp = code_fingerprint(*RECOMMENDER_MODULES, *(LETTER_MODULES if tokenizer == "letter" else TIGER_MODULES))
     name = baseline_result_name(target, tokenizer, seed, n_layers)
-    if not force:
-        stored = load_if_current(name, profile, fp, config)
-        if stored is not None:
-            return stored
-    t0 = time.perf_counter()
-    if tokenizer == "letter":
-        sid = letter_semantic_ids(dataset, [target], profile, seed, root=data_root)
-    else:
-        sid = tiger_semantic_ids(dataset, profile, seed, domains=[target], root=data_root)
-    ds = data.load(dataset, data_root, domains=[target])
-    if len(ds.items) != len(sid.items) or not (ds.items["item_key"].to_numpy() == sid.items["item_key"].to_numpy()).all():
-        raise ValueError(f"{sid.directory}: its items are not the items of {dataset}/{target} (stale cache?)")
-    model = _model(ds, sid.ids, cfg, sid.codebook_sizes, seed)
-    return _fit_and_test(model, ds, cfg, name=name, config=config, fp=fp, ckpt_name=f"t5-{target}-{tokenizer}",
-                         profile=profile, seed=seed, dataset=f"{dataset}/{target}", force=force, t0=t0,
-                         extra={"ids": {"rule": sid.rule, "codebook_sizes": sid.codebook_sizes,
-                                        "stats": sid.stats["all"],
-                                        "directory": str(sid.directory.relative_to(checkpoint_dir()))}})
+
+    def compute():
+        t0 = time.perf_counter()
+        if tokenizer == "letter":
+            sid = letter_semantic_ids(dataset, [target], profile, seed, root=data_root)
+        else:
+            sid = tiger_semantic_ids(dataset, profile, seed, domains=[target], root=data_root)
+        ds = data.load(dataset, data_root, domains=[target])
+        if len(ds.items) != len(sid.items) or not (ds.items["item_key"].to_numpy() == sid.items["item_key"].to_numpy()).all():
+            raise ValueError(f"{sid.directory}: its items are not the items of {dataset}/{target} (stale cache?)")
+        model = _model(ds, sid.ids, cfg, sid.codebook_sizes, seed)
+        return _fit_and_test(model, ds, cfg, config=config, fp=fp, ckpt_name=f"t5-{target}-{tokenizer}",
+                             profile=profile, seed=seed, dataset=f"{dataset}/{target}", force=force, t0=t0,
+                             extra={"ids": {"rule": sid.rule, "codebook_sizes": sid.codebook_sizes,
+                                            "stats": sid.stats["all"],
+                                            "directory": str(sid.directory.relative_to(checkpoint_dir()))}})
+
+    return stored_or_computed(name, profile, fp, config, compute, force=force)
 
 
 def main(argv=None) -> None:

@@ -41,7 +41,7 @@ from ..io import (is_main_process, load_safetensors, read_json, save_safetensors
 from ..metrics import metrics_from_ranks, sampled_ranking
 from ..paths import checkpoint_dir, results_dir
 from ..profiles import get_profile
-from ..results import code_fingerprint, load_if_current, save_result
+from ..results import code_fingerprint, stored_or_computed
 from ..training import TrainConfig, count_trainable_params, fit
 from .deberta import DebertaLoRAEncoder, is_deberta
 from .encoder import DomainLoRAEncoder, PoolerScorer, SourceModel
@@ -233,15 +233,12 @@ def _run_folder(profile: str, tag: str, config: dict, force: bool) -> Path:
     return folder
 
 
-def _save(name: str, ranks: np.ndarray, rows: ChoiceRows, profile: str, target: str, seed: int, wall: float,
-          params: int | None, config: dict, extra: dict | None = None) -> dict:
-    if is_main_process():  # under several processes, one writes
-        save_result(name, summarize(ranks), profile=profile, dataset="amazon18-xcross", split=f"user 3:1:1 ({target})",
-                    seed=seed, wall_time_s=wall, trainable_params=params, config=config,
-                    code_fingerprint=_fingerprint(),
-                    extra={"rows": {"user": rows.users.tolist(), "rank": ranks.astype(int).tolist()}, **(extra or {})})
-    wait_for_main()
-    return load_if_current(name, profile, _fingerprint(), config)
+def _record(ranks: np.ndarray, rows: ChoiceRows, target: str, seed: int, wall: float, params: int | None,
+            extra: dict | None = None) -> dict:
+    """The fields of one X-Cross result record: metrics over ``rows`` and each row's rank."""
+    return dict(metrics=summarize(ranks), dataset="amazon18-xcross", split=f"user 3:1:1 ({target})", seed=seed,
+                wall_time_s=wall, trainable_params=params,
+                extra={"rows": {"user": rows.users.tolist(), "rank": ranks.astype(int).tolist()}, **(extra or {})})
 
 
 def source_files(profile: str, domain: str, seed: int) -> tuple[Path, Path]:
@@ -293,19 +290,20 @@ def evaluate_source(source: str, target: str, *, part: str = "test", profile: st
     kind = "lora" if source == target else f"zeroshot-{source}"
     name = result_name(kind if part == "test" else f"{kind}-{part}", target, seed)
     config = _config(profile, "evaluation", source=source, part=part)
-    rec = None if force else load_if_current(name, profile, _fingerprint(), config)
-    if rec is not None:
-        return rec
-    t0 = time.perf_counter()
-    path = train_source(source, profile=profile, data_root=data_root)
-    enc, tok = new_encoder(profile)
-    enc.load_domain_state(source, load_safetensors(path))
-    data = domain_data(profile, target, data_root)
-    rows = getattr(data, part)
-    ranks = choice_ranks(SourceModel(enc, source).to(run_device()), tok, data, rows, profile,
-                         desc=f"{source} on {target} ({part})")
-    params = sum(v.numel() for v in enc.domain_state(source).values())
-    return _save(name, ranks, rows, profile, target, seed, time.perf_counter() - t0, params, config)
+
+    def compute():
+        t0 = time.perf_counter()
+        path = train_source(source, profile=profile, data_root=data_root)
+        enc, tok = new_encoder(profile)
+        enc.load_domain_state(source, load_safetensors(path))
+        data = domain_data(profile, target, data_root)
+        rows = getattr(data, part)
+        ranks = choice_ranks(SourceModel(enc, source).to(run_device()), tok, data, rows, profile,
+                             desc=f"{source} on {target} ({part})")
+        params = sum(v.numel() for v in enc.domain_state(source).values())
+        return _record(ranks, rows, target, seed, time.perf_counter() - t0, params)
+
+    return stored_or_computed(name, profile, _fingerprint(), config, compute, force=force)
 
 
 def select_sources(target: str, *, profile: str = "book", data_root=None) -> list[str]:
@@ -368,36 +366,37 @@ def run_target_model(model: str, target: str, *, profile: str = "book", n_layers
     sources = select_sources(target, profile=profile, data_root=data_root) if model != "lora" else []
     config = _config(profile, "target", model=model, settings=settings, sources=sources, train_size=train_size,
                      subset=subset)
-    rec = None if force else load_if_current(name, profile, _fingerprint(), config)
-    if rec is not None:
-        return rec
-    t0 = time.perf_counter()
-    enc, tok = new_encoder(profile)
-    load_sources(enc, sources, profile, data_root)
-    data = domain_data(profile, target, data_root)
-    rows = data.train if train_size is None else training_subset(data.train, train_size, subset, seed)
-    lr = cfg["mixture_lr"] if model in ("xlora", "meteora") else None
-    torch.manual_seed(seed)
-    if model.startswith("xcross"):
-        net = XCross(enc, sources, head_from=sources[0], **settings)
-    elif model == "pooler-scorer":
-        net = PoolerScorer(enc, sources[0])
-    elif model in ("xlora", "meteora"):
-        net = AdapterMixture(enc, sources, model, head_from=sources[0])
-    else:  # a new LoRA adapter on the target (limited-data runs)
-        for p in enc.adapter_parameters(target) + list(enc.heads[target].parameters()):
-            p.requires_grad_(True)
-        net = SourceModel(enc, target)
-    params = count_trainable_params(net)
-    folder = _run_folder(profile, f"{tag}-{target}-seed{seed}", config, force)
-    train = train_choices(net, tok, data, rows, profile, folder, lr=lr, seed=seed)
-    ranks = choice_ranks(net, tok, data, data.test, profile, desc=f"{tag} on {target}")
-    extra = {"training": {"wall_time": train.wall_time, "loss": [h["train_loss"] for h in train.history]},
-             "train_rows": len(rows)}
-    if isinstance(net, XCross):
-        extra["integrator_params"] = net.integrator_params()
-        extra["w_final"] = net.w_final.detach().tolist()
-    return _save(name, ranks, data.test, profile, target, seed, time.perf_counter() - t0, params, config, extra)
+
+    def compute():
+        t0 = time.perf_counter()
+        enc, tok = new_encoder(profile)
+        load_sources(enc, sources, profile, data_root)
+        data = domain_data(profile, target, data_root)
+        rows = data.train if train_size is None else training_subset(data.train, train_size, subset, seed)
+        lr = cfg["mixture_lr"] if model in ("xlora", "meteora") else None
+        torch.manual_seed(seed)
+        if model.startswith("xcross"):
+            net = XCross(enc, sources, head_from=sources[0], **settings)
+        elif model == "pooler-scorer":
+            net = PoolerScorer(enc, sources[0])
+        elif model in ("xlora", "meteora"):
+            net = AdapterMixture(enc, sources, model, head_from=sources[0])
+        else:  # a new LoRA adapter on the target (limited-data runs)
+            for p in enc.adapter_parameters(target) + list(enc.heads[target].parameters()):
+                p.requires_grad_(True)
+            net = SourceModel(enc, target)
+        params = count_trainable_params(net)
+        folder = _run_folder(profile, f"{tag}-{target}-seed{seed}", config, force)
+        train = train_choices(net, tok, data, rows, profile, folder, lr=lr, seed=seed)
+        ranks = choice_ranks(net, tok, data, data.test, profile, desc=f"{tag} on {target}")
+        extra = {"training": {"wall_time": train.wall_time, "loss": [h["train_loss"] for h in train.history]},
+                 "train_rows": len(rows)}
+        if isinstance(net, XCross):
+            extra["integrator_params"] = net.integrator_params()
+            extra["w_final"] = net.w_final.detach().tolist()
+        return _record(ranks, data.test, target, seed, time.perf_counter() - t0, params, extra)
+
+    return stored_or_computed(name, profile, _fingerprint(), config, compute, force=force)
 
 
 # ====================================================================== ID baselines
@@ -415,37 +414,32 @@ def run_id_baseline(model: str, target: str, *, profile: str = "book", data_root
     idc = cfg["id_baselines"]
     config = _config(profile, "id", model=model)
     fp = code_fingerprint(*FINGERPRINT_MODULES, "xdrec.baselines")
-    rec = None if force else load_if_current(name, profile, fp, config)
-    if rec is not None:
-        return rec
-    t0 = time.perf_counter()
-    ds = xdata.load(cfg["dataset"], data_root, domains=[target])
-    split = user_split(ds, target, ratios=cfg["ratios"], seed=cfg["split_seed"])
 
-    class _Split:  # what train_sequential reads: training sequences and validation rows
-        train = split.train_sequences
-        valid = split.valid
+    def compute():
+        t0 = time.perf_counter()
+        ds = xdata.load(cfg["dataset"], data_root, domains=[target])
+        split = user_split(ds, target, ratios=cfg["ratios"], seed=cfg["split_seed"])
 
-    tc = TrainConfig(epochs=idc["epochs"], patience=idc["patience"], lr=idc["lr"], batch_size=idc["batch_size"],
-                     seed=seed, checkpoint_dir=_run_folder(profile, f"{model}-{target}-seed{seed}", config, force))
-    kwargs = {"hidden": idc["hidden"], "max_len": idc["max_len"], "dropout": idc["dropout"]}
-    if model == "sasrec":
-        net, result = train_sasrec(_Split, ds.n_items, tc, loss="ce", n_blocks=idc["layers"], **kwargs)
-    else:
-        net, result = train_bert4rec(_Split, ds.n_items, tc, n_layers=idc["layers"], **kwargs)
-    data = domain_data(profile, target, data_root)
-    rows = data.test
-    scores = net.score_all([h.tolist() for h in rows.histories]).cpu().numpy()
-    s = np.take_along_axis(scores, rows.candidates, axis=1)
-    ranks = sampled_ranking(s, KS, per_row=True)["rank"]
-    if is_main_process():
-        save_result(name, summarize(ranks), profile=profile, dataset="amazon18-xcross", split=f"user 3:1:1 ({target})",
-                    seed=seed, wall_time_s=time.perf_counter() - t0, trainable_params=result.trainable_params,
-                    config=config, code_fingerprint=fp,
-                    extra={"rows": {"user": rows.users.tolist(), "rank": ranks.astype(int).tolist()},
-                           "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}})
-    wait_for_main()
-    return load_if_current(name, profile, fp, config)
+        class _Split:  # what train_sequential reads: training sequences and validation rows
+            train = split.train_sequences
+            valid = split.valid
+
+        tc = TrainConfig(epochs=idc["epochs"], patience=idc["patience"], lr=idc["lr"], batch_size=idc["batch_size"],
+                         seed=seed, checkpoint_dir=_run_folder(profile, f"{model}-{target}-seed{seed}", config, force))
+        kwargs = {"hidden": idc["hidden"], "max_len": idc["max_len"], "dropout": idc["dropout"]}
+        if model == "sasrec":
+            net, result = train_sasrec(_Split, ds.n_items, tc, loss="ce", n_blocks=idc["layers"], **kwargs)
+        else:
+            net, result = train_bert4rec(_Split, ds.n_items, tc, n_layers=idc["layers"], **kwargs)
+        data = domain_data(profile, target, data_root)
+        rows = data.test
+        scores = net.score_all([h.tolist() for h in rows.histories]).cpu().numpy()
+        s = np.take_along_axis(scores, rows.candidates, axis=1)
+        ranks = sampled_ranking(s, KS, per_row=True)["rank"]
+        return _record(ranks, rows, target, seed, time.perf_counter() - t0, result.trainable_params,
+                       {"training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}})
+
+    return stored_or_computed(name, profile, fp, config, compute, force=force)
 
 
 # ====================================================================== whole studies
