@@ -87,7 +87,7 @@ def test_fused_beam_search_equals_exhaustive_scoring_for_every_mode():
         torch.nn.init.normal_(m.expert_B, std=0.5)
         for b in m.domain_B:
             torch.nn.init.normal_(b, std=0.5)
-    for r in rec.routers:
+    for r in rec.user_router:
         torch.nn.init.normal_(r.net[0].weight, std=1.0)
     rec.eval()
     rng = np.random.default_rng(1)
@@ -105,7 +105,7 @@ def test_fused_beam_search_equals_exhaustive_scoring_for_every_mode():
                 with torch.no_grad():
                     hu, _ = rec.hidden(full, am)
                     hs, _ = rec.hidden(full, am, domains=torch.tensor([doms[r]]))
-                    g = rec.gamma(hu[:, len(prompt) - 1], torch.tensor([doms[r]]))[0]
+                    g = rec.user_router.gamma(hu[:, len(prompt) - 1], torch.tensor([doms[r]]))[0]
                 lp = 0.0
                 for lvl in range(3):
                     node = trie.walk(torch.tensor([doms[r]]), torch.tensor(ids[it][:lvl]).view(1, lvl))
@@ -145,15 +145,15 @@ def test_phases_train_only_their_parameters():
     steps(lambda: rec.domain_loss(batch, 1))
     after2 = {k: v.detach().clone() for k, v in rec.state_dict().items()}
     moved2 = {k for k in after1 if not torch.equal(after1[k], after2[k])}
-    assert moved2 and all(("domain_A.1" in k or "domain_B.1" in k or k.startswith("routers.1.")) for k in moved2)
-    assert any(k.startswith("routers.1.") for k in moved2) and any("domain_B.1" in k for k in moved2)
+    assert moved2 and all(("domain_A.1" in k or "domain_B.1" in k or k.startswith("user_router.1.")) for k in moved2)
+    assert any(k.startswith("user_router.1.") for k in moved2) and any("domain_B.1" in k for k in moved2)
 
 
 def test_router_gamma_in_unit_interval_and_gates_sum_to_one():
     rec, items, trie, ids, dom = _setup()
     rec.eval()
     h = torch.randn(50, 32) * 100
-    g, kl = rec.gamma(h, torch.randint(0, 2, (50,)))
+    g, kl = rec.user_router.gamma(h, torch.randint(0, 2, (50,)))
     assert ((g >= 0) & (g <= 1)).all() and (kl >= 0).all()
     usage = rec.gate_usage(next_id_batch([[0, 20, 3, 25]], items, max_items=5, prefix=[5, 6]))
     assert usage.shape == (len(rec.layers), 2, 3)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from xdrec.decoding import TrieTensors, constrained_beam_search
-from xdrec.gencdr.experts import LoRAExpertsLinear
-from xdrec.gencdr.studies import (ABLATIONS, DEFAULTS, INVALID, TRAINING_KEYS, AverageGate, UnconstrainedTrie,
-                                  ablation_switches, keep_valid, sweep_default, sweep_recommender)
+from xdrec.decoding import INVALID, TrieTensors, UnconstrainedTrie, constrained_beam_search, keep_valid
+from xdrec.gencdr.experts import AverageGate, LoRAExpertsLinear
+from xdrec.gencdr.recommendation import DEFAULTS, TRAINING_KEYS
+from xdrec.gencdr.studies import ABLATIONS, ablation_switches, sweep_default, sweep_recommender
 from xdrec.profiles import get_profile
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,9 +9,9 @@ import torch
 
 from xdrec.decoding import PrefixTree
 from xdrec.gencdr import DomainAdaptiveTokenizer, MaskedCodeModel, UniversalTokenizer, VIBRouter, gaussian_kl
-from xdrec.gencdr.tokenization import (check_embeddings, check_texts, codes_and_residuals, pretrain_universal,
-                                       train_adapters)
-from xdrec.quantization import RQVAE, ResidualQuantizer, id_statistics, resolve_collisions
+from xdrec.encoders.items import check_embeddings, check_texts
+from xdrec.gencdr.tokenization import pretrain_universal, train_adapters
+from xdrec.quantization import RQVAE, ResidualQuantizer, codes_and_residuals, id_statistics, resolve_collisions
 
 SMALL = {
     "hidden": [32], "latent_dim": 8, "n_levels": 2, "codebook_size": 8, "beta": 0.25, "quant_weight": 1.0,

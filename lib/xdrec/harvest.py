@@ -174,7 +174,7 @@ def prepare_tiger(entry: Entry, folder: Path, *, progress: bool = True) -> dict[
     a = entry.args
     dataset, domains, profile, seed = a["dataset"], a.get("domains"), a.get("ids_profile", "paper"), int(a.get("seed", 0))
     sid = tiger_semantic_ids(dataset, profile, seed, domains=domains, progress=progress)
-    ds = data.load(dataset)  # the items as the IDs were made (gencdr.tokenization.load_items): a subset of the set
+    ds = data.load(dataset)  # the items as the IDs were made (encoders.items.load_items): a subset of the set
     if list(ds.domains) != list(sid.domains):
         ds = ds.subset(list(sid.domains))
     if len(ds.items) != len(sid.items) or not (ds.items["item_key"].to_numpy() == sid.items["item_key"].to_numpy()).all():

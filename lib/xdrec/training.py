@@ -410,22 +410,69 @@ def fit(
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
     if config.eval_every < 1:
         raise ValueError("eval_every must be >= 1")
-    loss_fn = loss_fn or default_loss
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
     trainable_params = count_trainable_params(model)
     accelerator = accelerator or make_accelerator(config)
+    finished = _finished(model, ckpt, config, metric)
+    if finished is not None:
+        return finished
+    run = _start(model, train_data, config, ckpt, loss_fn or default_loss, optimizer_fn, accelerator)
+    from tqdm import tqdm
 
-    if ckpt is not None:
-        finished = _finished_result(ckpt, config, metric)
-        if finished is not None:
-            load_model_state(model, ckpt / finished.pop("_best_file"))
-            names = {f.name for f in dataclasses.fields(TrainResult)}
-            result = TrainResult(**{k: v for k, v in finished.items() if k in names})
-            result.skipped = True
-            result.resumed_from = result.epochs_run
-            return result
+    while run.loop.stop_reason is None and run.loop.epoch < config.epochs:
+        epoch = run.loop.epoch + 1
+        record = _train_epoch(run, train_data, epoch, deadline)
+        improved = _validate(run, evaluate_fn, epoch, metric, record)
+        _keep(run, epoch, improved)
+        if run.show:
+            tqdm.write(_epoch_line(record, metric, run.loop))
+    if run.loop.stop_reason is None:
+        run.loop.stop_reason = "epochs"
+    return _finish(run, metric, trainable_params)
 
-    # ---- optimiser, schedule, and the state that a checkpoint restores --------------------------
+
+# ----------------------------------------------------------------------------------------------
+# The parts of fit: resume, one epoch, validation, checkpoints, the result
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What :func:`fit`'s parts share: the prepared model, optimiser and schedule, the loop's state."""
+
+    model: Any  # as Accelerate prepared it (wrapped in _LossModule when the loss runs in its forward)
+    unwrapped: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    accelerator: Any
+    loader: Any  # the prepared DataLoader, or None for a callable of batches
+    loss_fn: LossFn
+    in_forward: bool
+    config: TrainConfig
+    ckpt: Path | None
+    loop: _LoopState
+    show: bool
+    session_start: float
+    prior_wall: float
+    best_state: dict[str, torch.Tensor] | None = None  # the in-memory best when there is no checkpoint folder
+
+
+def _finished(model: torch.nn.Module, ckpt: Path | None, config: TrainConfig, metric: str) -> TrainResult | None:
+    """A run finished in ``ckpt`` with this config: its best weights loaded into ``model``, its result."""
+    if ckpt is None:
+        return None
+    finished = _finished_result(ckpt, config, metric)
+    if finished is None:
+        return None
+    load_model_state(model, ckpt / finished.pop("_best_file"))
+    names = {f.name for f in dataclasses.fields(TrainResult)}
+    result = TrainResult(**{k: v for k, v in finished.items() if k in names})
+    result.skipped = True
+    result.resumed_from = result.epochs_run
+    return result
+
+
+def _start(model, train_data, config: TrainConfig, ckpt: Path | None, loss_fn: LossFn, optimizer_fn,
+           accelerator) -> _Run:
+    """Optimiser and schedule, prepared by Accelerate; restored from the last checkpoint, if any (else seeded)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer_fn(params) if optimizer_fn else torch.optim.AdamW(
         params, lr=config.lr, weight_decay=config.weight_decay
@@ -452,8 +499,6 @@ def fit(
         optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
         _lr_lambda(config.schedule, config.warmup_steps, total_steps),
     )
-    best_state: dict[str, torch.Tensor] | None = None  # in-memory best when there is no ckpt dir
-
     if resume is not None:
         state = torch.load(ckpt / resume["dir"] / "trainer_state.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
@@ -469,120 +514,124 @@ def fit(
     unwrapped = accelerator.unwrap_model(model)
     if in_forward:
         unwrapped = unwrapped.model
-    is_main = accelerator.is_main_process
-    show = config.progress and is_main
-    session_start = time.perf_counter()
-    prior_wall = loop.wall_time
+    return _Run(model=model, unwrapped=unwrapped, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
+                loader=loader, loss_fn=loss_fn, in_forward=in_forward, config=config, ckpt=ckpt, loop=loop,
+                show=config.progress and accelerator.is_main_process, session_start=time.perf_counter(),
+                prior_wall=loop.wall_time)
 
-    # ---- epochs ---------------------------------------------------------------------------------
-    from tqdm import tqdm
 
+def _train_epoch(run: _Run, train_data, epoch: int, deadline: float | None) -> dict[str, Any]:
+    """One pass over the epoch's batches (stopping early at ``max_steps`` or the deadline); the
+    epoch's record so far: mean training loss, optimiser steps, learning rate, training time."""
     from .progress import progress
 
-    while loop.stop_reason is None and loop.epoch < config.epochs:
-        epoch = loop.epoch + 1
-        t0 = time.perf_counter()
-        model.train()
-        if loader is not None:
-            batches = loader
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
+    model, accelerator, loop, config = run.model, run.accelerator, run.loop, run.config
+    t0 = time.perf_counter()
+    model.train()
+    if run.loader is not None:
+        batches = run.loader
+        if hasattr(run.loader, "set_epoch"):
+            run.loader.set_epoch(epoch)
+    else:
+        batches = train_data(epoch)
+        if accelerator.num_processes > 1:
+            batches = _ProcessShares(batches, accelerator.process_index, accelerator.num_processes)
+    loss_sum, n_batches, steps_before = 0.0, 0, loop.global_step
+    bar = progress(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not run.show, leave=False, dynamic_ncols=True)
+    for batch in bar:
+        if run.loader is None:
+            from accelerate.utils import send_to_device
+
+            batch = send_to_device(batch, accelerator.device)
+        with accelerator.accumulate(model):
+            loss = model(batch) if run.in_forward else run.loss_fn(model, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.grad_clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            run.scheduler.step()
+            loop.global_step += 1
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"epoch {epoch}: non-finite training loss {loss_value}")
+        loss_sum += loss_value
+        n_batches += 1
+        if run.show and n_batches % 10 == 0:
+            bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
+        if config.max_steps is not None and loop.global_step >= config.max_steps:
+            loop.stop_reason = "max_steps"
+            break
+        if deadline is not None and accelerator.sync_gradients and _past(deadline, accelerator):
+            loop.stop_reason = "deadline"
+            break
+    bar.close()
+    train_loss = _mean_across_processes(accelerator, loss_sum, n_batches)
+    return {"epoch": epoch, "train_loss": train_loss, "steps": loop.global_step - steps_before,
+            "lr": float(run.scheduler.get_last_lr()[0]), "train_time": time.perf_counter() - t0}
+
+
+def _validate(run: _Run, evaluate_fn: EvaluateFn | None, epoch: int, metric: str, record: dict[str, Any]) -> bool:
+    """Validation of epoch ``epoch`` (every ``eval_every`` epochs and the last), early stopping, and
+    the epoch's ``record`` completed and appended to the history; whether the epoch is the best yet."""
+    loop, config = run.loop, run.config
+    t1 = time.perf_counter()
+    train_time = record.pop("train_time")
+    last_epoch = epoch == config.epochs or loop.stop_reason is not None
+    improved = False
+    if evaluate_fn is not None and (epoch % config.eval_every == 0 or last_epoch):
+        run.model.eval()
+        with torch.no_grad():
+            metrics = dict(evaluate_fn(run.unwrapped))
+        run.model.train()
+        if metric not in metrics:
+            raise KeyError(f"evaluate_fn returned no {metric!r} (got {sorted(metrics)})")
+        record.update({f"valid/{k}": float(v) for k, v in metrics.items() if _is_number(v)})
+        value = float(metrics[metric])
+        if loop.best_metric is None or value > loop.best_metric:
+            loop.best_metric, loop.best_epoch, loop.bad_evals = value, epoch, 0
+            improved = True
         else:
-            batches = train_data(epoch)
-            if accelerator.num_processes > 1:
-                batches = _ProcessShares(batches, accelerator.process_index, accelerator.num_processes)
-        loss_sum, n_batches, steps_before = 0.0, 0, loop.global_step
-        bar = progress(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False, dynamic_ncols=True)
-        for batch in bar:
-            if loader is None:
-                from accelerate.utils import send_to_device
+            loop.bad_evals += 1
+            if config.patience is not None and loop.bad_evals >= config.patience:
+                loop.stop_reason = "early_stop"
+    elif evaluate_fn is None:
+        loop.best_epoch, improved = epoch, True
+    record["eval_time"] = time.perf_counter() - t1
+    record["train_time"] = train_time
+    record["wall_time"] = record["train_time"] + record["eval_time"]
+    loop.history.append(record)
+    loop.epoch = epoch
+    loop.wall_time = run.prior_wall + time.perf_counter() - run.session_start
+    return improved
 
-                batch = send_to_device(batch, accelerator.device)
-            with accelerator.accumulate(model):
-                loss = model(batch) if in_forward else loss_fn(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if accelerator.sync_gradients:
-                scheduler.step()
-                loop.global_step += 1
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"epoch {epoch}: non-finite training loss {loss_value}")
-            loss_sum += loss_value
-            n_batches += 1
-            if show and n_batches % 10 == 0:
-                bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
-            if config.max_steps is not None and loop.global_step >= config.max_steps:
-                loop.stop_reason = "max_steps"
-                break
-            if deadline is not None and accelerator.sync_gradients and _past(deadline, accelerator):
-                loop.stop_reason = "deadline"
-                break
-        bar.close()
-        train_loss = _mean_across_processes(accelerator, loss_sum, n_batches)
-        train_time = time.perf_counter() - t0
 
-        # ---- validation and best-state bookkeeping ----------------------------------------------
-        t1 = time.perf_counter()
-        last_epoch = epoch == config.epochs or loop.stop_reason is not None
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "steps": loop.global_step - steps_before,
-            "lr": float(scheduler.get_last_lr()[0]),
-        }
-        improved = False
-        if evaluate_fn is not None and (epoch % config.eval_every == 0 or last_epoch):
-            model.eval()
-            with torch.no_grad():
-                metrics = dict(evaluate_fn(unwrapped))
-            model.train()
-            if metric not in metrics:
-                raise KeyError(f"evaluate_fn returned no {metric!r} (got {sorted(metrics)})")
-            record.update({f"valid/{k}": float(v) for k, v in metrics.items() if _is_number(v)})
-            value = float(metrics[metric])
-            if loop.best_metric is None or value > loop.best_metric:
-                loop.best_metric, loop.best_epoch, loop.bad_evals = value, epoch, 0
-                improved = True
-            else:
-                loop.bad_evals += 1
-                if config.patience is not None and loop.bad_evals >= config.patience:
-                    loop.stop_reason = "early_stop"
-        elif evaluate_fn is None:
-            loop.best_epoch, improved = epoch, True
-        record["eval_time"] = time.perf_counter() - t1
-        record["train_time"] = train_time
-        record["wall_time"] = record["train_time"] + record["eval_time"]
-        loop.history.append(record)
-        loop.epoch = epoch
-        loop.wall_time = prior_wall + time.perf_counter() - session_start
+def _keep(run: _Run, epoch: int, improved: bool) -> None:
+    """The best weights so far (a file, or in memory without a checkpoint folder), and the epoch's
+    checkpoint (weights, optimiser, schedule, RNG and loop state) for a resume."""
+    if improved:
+        if run.ckpt is not None:
+            run.loop.best_file = f"best-epoch{epoch:04d}.safetensors"
+            if run.accelerator.is_main_process:
+                save_model_state(run.ckpt / run.loop.best_file, run.unwrapped, run.config.checkpoint_trainable_only,
+                                 epoch=epoch)
+        else:
+            tensors, _ = model_state(run.unwrapped, run.config.checkpoint_trainable_only)
+            run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+    if run.ckpt is not None:
+        if run.accelerator.is_main_process:
+            _save_checkpoint(run.ckpt, run.unwrapped, run.optimizer, run.scheduler, run.loop, run.config)
+        run.accelerator.wait_for_everyone()
 
-        if improved:
-            if ckpt is not None:
-                loop.best_file = f"best-epoch{epoch:04d}.safetensors"
-                if is_main:
-                    save_model_state(ckpt / loop.best_file, unwrapped, config.checkpoint_trainable_only, epoch=epoch)
-            else:
-                tensors, _ = model_state(unwrapped, config.checkpoint_trainable_only)
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
-        if ckpt is not None:
-            if is_main:
-                _save_checkpoint(ckpt, unwrapped, optimizer, scheduler, loop, config)
-            accelerator.wait_for_everyone()
-        if show:
-            tqdm.write(_epoch_line(record, metric, loop))
 
-    if loop.stop_reason is None:
-        loop.stop_reason = "epochs"
-
-    # ---- finish: load the best weights, record the result ---------------------------------------
+def _finish(run: _Run, metric: str, trainable_params: int) -> TrainResult:
+    """The best weights loaded, the result recorded (``done.json`` in the checkpoint folder)."""
+    loop, ckpt = run.loop, run.ckpt
     if ckpt is not None and loop.best_file is not None:
-        load_model_state(unwrapped, ckpt / loop.best_file)
-    elif best_state is not None:
-        _load_tensors(unwrapped, best_state, trainable_only=config.checkpoint_trainable_only)
+        load_model_state(run.unwrapped, ckpt / loop.best_file)
+    elif run.best_state is not None:
+        _load_tensors(run.unwrapped, run.best_state, trainable_only=run.config.checkpoint_trainable_only)
     result = TrainResult(
         best_metric=loop.best_metric,
         best_epoch=loop.best_epoch,
@@ -595,13 +644,13 @@ def fit(
         epochs_run=loop.epoch,
         global_step=loop.global_step,
     )
-    if ckpt is not None and is_main:
+    if ckpt is not None and run.accelerator.is_main_process:
         write_json(
             ckpt / "done.json",
-            {"result": result.to_dict(), "best_file": loop.best_file, "config": config.to_dict()},
+            {"result": result.to_dict(), "best_file": loop.best_file, "config": run.config.to_dict()},
         )
     if ckpt is not None:
-        accelerator.wait_for_everyone()
+        run.accelerator.wait_for_everyone()
     return result
 
 

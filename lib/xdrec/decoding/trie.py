@@ -122,3 +122,40 @@ class TrieTensors:
     def __repr__(self) -> str:
         return (f"TrieTensors(domains={self.n_domains}, levels={self.n_levels}, K={self.codebook_sizes}, "
                 f"nodes={self.n_nodes})")
+
+
+INVALID = -2
+"""Item id of a generated ID that is no item of the row's target domain (unconstrained decoding only)."""
+
+
+class UnconstrainedTrie:
+    """A :class:`~xdrec.decoding.TrieTensors` stand-in that allows every code at every level.
+
+    Beam search then follows the model alone. A beam's state is the real trie's node while its
+    prefix is still some item's prefix, else :data:`INVALID`; after the last level it is the item
+    id, or :data:`INVALID` for an ID that is no item of the row's domain (a "hallucinated" item).
+    """
+
+    def __init__(self, trie: TrieTensors):
+        self.trie, self.child = trie, trie.child
+        self.n_levels, self.codebook_sizes = trie.n_levels, trie.codebook_sizes
+
+    def root(self, domains: torch.Tensor) -> torch.Tensor:
+        return self.trie.root(domains)
+
+    def allowed(self, nodes: torch.Tensor, level: int) -> torch.Tensor:
+        alive = nodes != -1  # -1: a dead beam (the search's padding); INVALID beams go on
+        return alive.unsqueeze(-1).expand(*nodes.shape, self.codebook_sizes[level])
+
+    def step(self, nodes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        nxt = self.trie.step(nodes, codes)
+        return torch.where((nodes == -1), nodes, torch.where(nxt >= 0, nxt, torch.full_like(nxt, INVALID)))
+
+
+def keep_valid(ranked: np.ndarray, k: int) -> np.ndarray:
+    """Each row's first ``k`` valid items (ids >= 0) in order, padded with ``-1``."""
+    out = np.full((len(ranked), k), -1, dtype=np.int64)
+    for i, row in enumerate(ranked):
+        valid = row[row >= 0][:k]
+        out[i, : len(valid)] = valid
+    return out

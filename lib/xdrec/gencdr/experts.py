@@ -13,7 +13,8 @@ adapter (decoding mixes target domains in one batch), or none (``P_uni``).
 
 What trains when (set by :func:`set_trainable`): phase 1 the experts and their gates (and the
 semantic-ID token embeddings, which belong to the recommender); phase 2 only domain ``d``'s
-adapter (and its router). The backbone never trains.
+adapter (and its router). The backbone never trains. :class:`AverageGate` replaces ``W_g`` by
+the plain average of the experts (Table 3's ablation of the gate).
 """
 from __future__ import annotations
 
@@ -116,3 +117,18 @@ def set_trainable(layers: Iterable[LoRAExpertsLinear], *, experts: bool, domain:
         for d, (a, b) in enumerate(zip(m.domain_A, m.domain_B)):
             a.requires_grad_(domain == d)
             b.requires_grad_(domain == d)
+
+
+class AverageGate(nn.Module):
+    """Drop-in for an expert layer's gate ``W_g``: constant logits, so ``softmax`` gives every expert ``1/N``.
+
+    Its ``weight`` is an empty buffer (not a parameter): switching it trainable trains nothing.
+    """
+
+    def __init__(self, n_experts: int):
+        super().__init__()
+        self.n_experts = n_experts
+        self.register_buffer("weight", torch.zeros(n_experts, 0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.n_experts)

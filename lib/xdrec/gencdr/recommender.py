@@ -12,10 +12,11 @@
   every layer (:mod:`xdrec.gencdr.experts`), trained on all domains with the next-ID loss (Eq. 9);
 - one **domain LoRA** per domain on top of the frozen base and experts, trained on its domain's
   targets (Eq. 10);
-- one **user-level VIB router** per domain: ``gamma = sigma(z_r)``, ``z_r ~ q(z_r | h_t)`` with
-  ``h_t`` the universal network's last hidden state at the target-domain marker (the user's
-  history representation); ``P_final = (1 - gamma) P_uni + gamma P_spec`` at every decoding
-  step (Eq. 11), each ``P`` a softmax over the codes the domain's prefix tree allows (Eq. 12).
+- the **user-level VIB router** (:class:`~xdrec.gencdr.routing.UserRouter`, one VIB router per
+  domain): ``gamma = sigma(z_r)``, ``z_r ~ q(z_r | h_t)`` with ``h_t`` the universal network's last
+  hidden state at the target-domain marker (the user's history representation);
+  ``P_final = (1 - gamma) P_uni + gamma P_spec`` at every decoding step (Eq. 11), each ``P`` a
+  softmax over the codes the domain's prefix tree allows (Eq. 12).
 
 Training the router: the paper fuses the two distributions at inference and regularises the router
 with VIB, without saying what it is fitted on. Here it is fitted in phase 2 on the likelihood of
@@ -34,7 +35,7 @@ from torch import nn
 from ..decoding import TrieTensors, constrained_beam_search, masked_log_softmax
 from ..generative import ItemTokens, SemanticIdVocab, prompt_batch
 from .experts import LoRAExpertsLinear, set_domain, set_trainable, wrap_linears
-from .routing import VIBRouter
+from .routing import UserRouter
 
 MODES = ("fused", "universal", "specific")
 """Which distribution decoding follows: ``P_final`` (Eq. 11), ``P_uni`` alone, or ``P_spec`` alone."""
@@ -85,8 +86,8 @@ class GenCDRRecommender(nn.Module):
             self.decoder, target_modules, n_experts=experts["n"], r=experts["r"], alpha=experts["alpha"],
             dropout=experts["dropout"], n_domains=len(vocab.domains), domain_r=domain_lora["r"],
             domain_alpha=domain_lora["alpha"], domain_dropout=domain_lora["dropout"])
-        self.routers = nn.ModuleList([VIBRouter(H, router["hidden"], router["latent_dim"], 1) for _ in vocab.domains])
-        self.vib_weight = float(router["vib_weight"])
+        self.user_router = UserRouter(H, len(vocab.domains), hidden=router["hidden"], latent_dim=router["latent_dim"],
+                                      vib_weight=router["vib_weight"])
         self.balance_weight = float(experts.get("balance_weight", 0.0))
         self.prefix_tokens = [int(t) for t in prefix_tokens]
         self.pad_id = int(pad_id)
@@ -100,8 +101,7 @@ class GenCDRRecommender(nn.Module):
         self.sid_embed.requires_grad_(universal)
         if self.sid_head is not None:
             self.sid_head.requires_grad_(universal)
-        for d, r in enumerate(self.routers):
-            r.requires_grad_(domain == d)
+        self.user_router.train_domain(domain)
 
     # ------------------------------------------------------------------ forward pieces
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -126,16 +126,6 @@ class GenCDRRecommender(nn.Module):
         start = self.vocab.level_offsets[level] - self.n_text
         W = (self.sid_head if self.sid_head is not None else self.sid_embed)[start:start + self.vocab.codebook_sizes[level]]
         return h @ W.to(h.dtype).T
-
-    def gamma(self, h_t: torch.Tensor, domains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``gamma [n]`` and KL ``[n]`` of each row's own domain router."""
-        g = h_t.new_zeros(len(h_t))
-        kl = h_t.new_zeros(len(h_t))
-        for d in domains.unique().tolist():
-            sel = domains == d
-            out = self.routers[d](h_t[sel].float())
-            g[sel], kl[sel] = out.alpha.squeeze(-1).to(g.dtype), out.kl.to(kl.dtype)
-        return g, kl
 
     # ------------------------------------------------------------------ losses
     def universal_loss(self, batch: dict) -> torch.Tensor:
@@ -173,17 +163,16 @@ class GenCDRRecommender(nn.Module):
         # every target item has all levels, in the same row-major order: level l of an item sits l after level 0
         first = select & (batch["label_level"] == 0)
         b, t = first.nonzero(as_tuple=True)
-        gamma, kl = self.gamma(h_uni[b, t], torch.full_like(b, domain))  # h_t at the item's domain marker
+        gamma, kl = self.user_router.gamma(h_uni[b, t], torch.full_like(b, domain))  # h_t at the item's domain marker
         spec_nll, route_nll, count = h_spec.new_zeros(()), h_spec.new_zeros(()), 0
         for level in range(self.vocab.n_levels):
             y = batch["labels"][b, t + level]
             z_spec = self.code_logits(h_spec[b, t + level], level).float()
             z_uni = self.code_logits(h_uni[b, t + level], level).float()
             spec_nll = spec_nll + F.cross_entropy(z_spec, y, reduction="sum")
-            p = (1 - gamma).unsqueeze(-1) * z_uni.softmax(-1) + gamma.unsqueeze(-1) * z_spec.detach().softmax(-1)
-            route_nll = route_nll - p.gather(-1, y.unsqueeze(-1)).clamp_min(1e-12).log().sum()
+            route_nll = route_nll + self.user_router.route_nll(z_uni, z_spec, gamma, y)
             count += len(y)
-        return (spec_nll + route_nll) / count + self.vib_weight * kl.mean()
+        return (spec_nll + route_nll) / count + self.user_router.vib_term(kl)
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
@@ -211,7 +200,7 @@ class GenCDRRecommender(nn.Module):
             first[name] = self.code_logits(h[:, -1], 0)
             caches[name] = [(layer.keys, layer.values) for layer in cache.layers]
             if name == "uni":
-                self.last_gamma = self.gamma(h[:, -1], doms)[0]
+                self.last_gamma = self.user_router.gamma(h[:, -1], doms)[0]
         offsets = torch.as_tensor(self.vocab.level_offsets, device=dev)
 
         def logits(name, prefix):
@@ -234,8 +223,8 @@ class GenCDRRecommender(nn.Module):
                 return masked_log_softmax(logits(next(iter(passes)), prefix), allowed)
             p_uni = masked_log_softmax(logits("uni", prefix), allowed).exp()
             p_spec = masked_log_softmax(logits("spec", prefix), allowed).exp()
-            g = self.last_gamma.view(-1, 1, 1).float()
-            return ((1 - g) * p_uni + g * p_spec).log().masked_fill(~allowed, float("-inf"))
+            p_final = self.user_router.fuse(p_uni, p_spec, self.last_gamma.float())
+            return p_final.log().masked_fill(~allowed, float("-inf"))
 
         res = constrained_beam_search(step, trie, doms, beams)
         return res.items[:, :k].cpu().numpy()

@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import data
 from ..decoding import PrefixTree
+from ..encoders.items import load_items
 from ..io import sha256_text, write_parquet
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
-from ..quantization import COLLISION_RULES, id_statistics, resolve_collisions
+from ..quantization import COLLISION_RULES, codes_and_residuals, id_statistics, resolve_collisions, train_rqvae
 from ..results import code_fingerprint, stored_or_computed
 from ..training import TrainConfig, count_trainable_params, fit
 from .tokenizer import DomainAdaptiveTokenizer, UniversalTokenizer
@@ -58,55 +58,6 @@ def result_name(dataset: str, variant: str, seed: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Items and their text embeddings
-# ----------------------------------------------------------------------------------------------
-def load_items(dataset: str, domains: Sequence[str] | None = None, *, root=None, text_encoder: dict | None = None,
-               progress: bool = True) -> tuple[pd.DataFrame, list[str], np.ndarray]:
-    """Items (item, item_key, domain, domain_name, text), domain names, and their MiniLM embeddings.
-
-    Raises a ``ValueError`` naming the item for an empty text or a non-finite embedding.
-    """
-    from ..encoders import embed_item_texts
-
-    full = data.load(dataset, root=root)
-    every = full.items.reset_index(drop=True).copy()
-    every["domain_name"] = every.domain.map(dict(enumerate(full.domains)))
-    check_texts(every, dataset)
-    te = text_encoder or {}
-    # embed every item of the set (the cache notebook 01 filled), then keep the chosen domains
-    emb = embed_item_texts(every.text.tolist(), model_path=te.get("path"), batch_size=te.get("batch_size", 256),
-                           progress=progress)
-    ds = full
-    if domains:
-        unknown = [d for d in domains if d not in full.domains]
-        if unknown:
-            raise ValueError(f"{dataset}: unknown domain(s) {unknown}; it has {full.domains}")
-        ds = full.subset(list(domains))
-    items = ds.items.reset_index(drop=True).copy()
-    items["domain_name"] = items.domain.map(dict(enumerate(ds.domains)))
-    row_of = pd.Series(np.arange(len(every)), index=pd.MultiIndex.from_frame(every[["domain_name", "item_key"]]))
-    emb = emb[row_of.loc[list(zip(items.domain_name, items.item_key))].to_numpy()]
-    check_embeddings(emb, items, dataset)
-    return items, list(ds.domains), emb
-
-
-def check_texts(items: pd.DataFrame, dataset: str = "items") -> None:
-    empty = items.text.isna() | (items.text.astype(str).str.strip() == "")
-    if empty.any():
-        row = items[empty].iloc[0]
-        raise ValueError(f"{dataset}: item {row.item_key} ({row.domain_name}) has no text; "
-                         f"{int(empty.sum())} items in all: load the set with a missing-text policy that fills or drops them")
-
-
-def check_embeddings(emb: np.ndarray, items: pd.DataFrame, dataset: str = "items") -> None:
-    bad = np.flatnonzero(~np.isfinite(emb).all(1))
-    if len(bad):
-        row = items.iloc[bad[0]]
-        raise ValueError(f"{dataset}: the embedding of item {row.item_key} ({row.domain_name}, row {bad[0]}) holds NaN or "
-                         f"inf ({len(bad)} such items): recompute the embeddings")
-
-
-# ----------------------------------------------------------------------------------------------
 # The two training phases
 # ----------------------------------------------------------------------------------------------
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -115,40 +66,12 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 def pretrain_universal(x: torch.Tensor, cfg: dict[str, Any], *, mtm: bool, seed: int, ckpt: Path | None,
                        cpu: bool = True, progress: bool = True) -> tuple[UniversalTokenizer, Any, list[int]]:
-    """Phase 1: k-means initialised codebooks, then ``L_REC + mu L_Q + lambda L_MTM`` for ``pretrain.epochs``.
-
-    Returns the tokenizer (holding the weights with the lowest reconstruction loss over all items,
-    in practice one of the last epochs; the total loss is no criterion, since the MTM loss grows
-    as the codes spread over the codebooks), the
-    :class:`~xdrec.training.TrainResult`, and the number of dead codes revived before each epoch.
-    """
+    """Phase 1: the universal RQ-VAE with the masked-code loss (``L_REC + mu L_Q + lambda L_MTM``,
+    ``lambda = 0`` without ``mtm``), trained by :func:`xdrec.quantization.train_rqvae`."""
     torch.manual_seed(seed)
     model = UniversalTokenizer(x.shape[1], cfg["hidden"], cfg["latent_dim"], cfg["n_levels"], cfg["codebook_size"],
                                cfg["beta"], cfg["quant_weight"], cfg["mtm_weight"] if mtm else 0.0, cfg["mtm"])
-    n, bs = len(x), cfg["pretrain"]["batch_size"]
-    first = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cfg["kmeans_init_items"]]
-    with torch.no_grad():
-        model.quantizer.init_kmeans(model.rqvae.encoder(x[first]), seed=seed)
-    revived: list[int] = []
-
-    def batches(epoch: int):
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        if cfg["revive_dead_codes"] and epoch > 1:
-            with torch.no_grad():
-                dev = _device_of(model)
-                z = model.rqvae.encoder(x[perm[: cfg["kmeans_init_items"]]].to(dev))
-                revived.append(model.quantizer.reset_dead_codes(z, seed=seed + epoch))
-        return [x[perm[s:s + bs]] for s in range(0, n, bs)]
-
-    def evaluate(m: UniversalTokenizer) -> dict[str, float]:
-        ev = m.evaluate(x.to(_device_of(m)))
-        st = id_statistics(ev.pop("codes").cpu().numpy(), cfg["codebook_size"])
-        return {"neg_rec": -ev["rec"], **ev, "collision_rate": st["collision_rate"],
-                **{f"usage_{d}": u for d, u in enumerate(st["level_usage"])}}
-
-    tc = TrainConfig(epochs=cfg["pretrain"]["epochs"], lr=cfg["pretrain"]["lr"], batch_size=bs, patience=None,
-                     seed=seed, checkpoint_dir=ckpt, cpu=cpu, progress=progress)
-    result = fit(model, batches, evaluate, tc, loss_fn=lambda m, b: m(b).loss, metric="neg_rec")
+    model, result, revived = train_rqvae(model, x, cfg, seed=seed, ckpt=ckpt, cpu=cpu, progress=progress)
     return model.freeze(), result, revived
 
 
@@ -181,17 +104,6 @@ def train_adapters(universal: UniversalTokenizer, x: torch.Tensor, domain: torch
 # ----------------------------------------------------------------------------------------------
 # Codes, IDs, trees
 # ----------------------------------------------------------------------------------------------
-@torch.no_grad()
-def codes_and_residuals(quantizer, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Codes [N, M] of ``z`` and the residuals ``r_d`` entering each level [N, M, D]."""
-    codes = quantizer.encode(z)
-    r, residuals = z, []
-    for d in range(quantizer.n_levels):
-        residuals.append(r)
-        r = r - quantizer.codebooks[d][codes[:, d]]
-    return codes.cpu().numpy(), torch.stack(residuals, 1).cpu().numpy()
-
-
 def prefix_trees(ids: np.ndarray, domain: np.ndarray, domains: list[str]) -> dict[str, PrefixTree]:
     """One tree of valid IDs per domain (items of other domains are not in it)."""
     return {name: PrefixTree(ids[domain == d].tolist()) for d, name in enumerate(domains)}

@@ -28,11 +28,10 @@ from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .. import data
-from ..io import load_safetensors, read_json, save_safetensors, sha256_text, write_json, write_parquet
+from ..io import load_safetensors, save_safetensors, sha256_text
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
 from ..results import code_fingerprint
@@ -104,8 +103,8 @@ def train_letter(x: torch.Tensor, cf: torch.Tensor, cfg: dict, *, seed: int, ckp
 def letter_semantic_ids(dataset: str, domains: Sequence[str], profile: str = "book", seed: int = 0, *, root=None,
                         force: bool = False, progress: bool = True):
     """Train (or read back) LETTER on the items of ``domains``; returns a :class:`~xdrec.tiger.semantic_ids.TigerIds`."""
-    from ..gencdr.tokenization import codes_and_residuals, load_items
-    from ..quantization import id_statistics, resolve_collisions
+    from ..encoders.items import load_items
+    from ..quantization import codes_and_residuals, read_semantic_ids, semantic_ids_of, write_semantic_ids
     from ..tiger.semantic_ids import TigerIds
 
     t0 = time.perf_counter()
@@ -124,13 +123,11 @@ def letter_semantic_ids(dataset: str, domains: Sequence[str], profile: str = "bo
     if force:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    table_path, meta_path, cf_path = folder / "semantic_ids.parquet", folder / "ids.json", folder / "cf_embeddings.safetensors"
-    n_levels, K, rule = cfg["rqvae"]["n_levels"], cfg["rqvae"]["codebook_size"], cfg["rqvae"]["collision_rule"]
-    if meta_path.exists() and table_path.exists():
-        table = pd.read_parquet(table_path)
-        meta = read_json(meta_path)
-        codes = table[[f"code{d}" for d in range(n_levels)]].to_numpy().astype(np.int64)
-        ids = table[[f"id{d}" for d in range(meta["id_length"])]].to_numpy().astype(np.int64)
+    cf_path = folder / "cf_embeddings.safetensors"
+    rule = cfg["rqvae"]["collision_rule"]
+    stored = read_semantic_ids(folder, items, cfg["rqvae"]["n_levels"])
+    if stored is not None:
+        ids, codes, meta = stored
         return TigerIds(dataset, names, items, ids, codes, meta["codebook_sizes"], meta["stats"], rule, folder,
                         time.perf_counter() - t0, trained=False)
 
@@ -145,17 +142,10 @@ def letter_semantic_ids(dataset: str, domains: Sequence[str], profile: str = "bo
     with torch.no_grad():
         z = model.rqvae.encoder(x)
     codes, residuals = codes_and_residuals(model.quantizer, z)
-    ids = resolve_collisions(codes, rule, residuals=residuals, codebooks=model.quantizer.codebooks.detach().numpy())
-    sizes = [max(int(ids[:, l].max()) + 1, K) if l < n_levels else int(ids[:, l].max()) + 1 for l in range(ids.shape[1])]
-    dom = items["domain"].to_numpy()
-    stats = {"all": id_statistics(codes, K, ids),
-             "per_domain": {name: id_statistics(codes[dom == d], K, ids[dom == d]) for d, name in enumerate(names)},
-             "letter": {"epochs_run": res.epochs_run, "wall_time_s": res.wall_time,
-                        "last_loss": res.history[-1]["train_loss"] if res.history else None}}
-    table = items[["item", "item_key", "domain_name"]].assign(
-        **{f"code{d}": codes[:, d] for d in range(codes.shape[1])}, **{f"id{d}": ids[:, d] for d in range(ids.shape[1])})
-    write_parquet(table_path, table)
-    write_json(meta_path, {"codebook_sizes": sizes, "id_length": int(ids.shape[1]), "rule": rule, "stats": stats,
-                           "settings": cfg})
+    ids, sizes, stats = semantic_ids_of(codes, residuals, model.quantizer.codebooks.detach().numpy(), rule,
+                                        cfg["rqvae"]["codebook_size"], items["domain"].to_numpy(), names)
+    stats["letter"] = {"epochs_run": res.epochs_run, "wall_time_s": res.wall_time,
+                       "last_loss": res.history[-1]["train_loss"] if res.history else None}
+    write_semantic_ids(folder, items, codes, ids, sizes, rule, stats, cfg)
     return TigerIds(dataset, names, items, ids.astype(np.int64), codes.astype(np.int64), sizes, stats, rule, folder,
                     time.perf_counter() - t0, trained=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -141,3 +142,14 @@ class ResidualQuantizer(nn.Module):
             r = r - self.codebooks[d][self.nearest(r, d)]
         self.usage.zero_()
         return moved
+
+
+@torch.no_grad()
+def codes_and_residuals(quantizer, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Codes [N, M] of ``z`` and the residuals ``r_d`` entering each level [N, M, D]."""
+    codes = quantizer.encode(z)
+    r, residuals = z, []
+    for d in range(quantizer.n_levels):
+        residuals.append(r)
+        r = r - quantizer.codebooks[d][codes[:, d]]
+    return codes.cpu().numpy(), torch.stack(residuals, 1).cpu().numpy()

@@ -21,13 +21,18 @@ must map every generated ID back to one item, so collisions are resolved by one 
 
 :func:`id_statistics` reports what the issue asks of an ID space: the collision rate before
 resolution, per-level code usage (share of codes used, perplexity), and items per prefix.
+:func:`semantic_ids_of` turns a tokenizer's codes into IDs with their statistics, and
+:func:`write_semantic_ids` / :func:`read_semantic_ids` keep them in a tokenizer's folder (TIGER's
+and LETTER's IDs).
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 COLLISION_RULES = ("extra_level", "reassign")
 
@@ -175,3 +180,52 @@ def id_statistics(codes: np.ndarray, codebook_size: int | list[int], ids: np.nda
         stats["id_length"] = int(ids.shape[1])
         stats["changed_items"] = int((ids[:, :m] != codes).any(1).sum())
     return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# A tokenizer's IDs on disk
+# ----------------------------------------------------------------------------------------------
+def semantic_ids_of(codes: np.ndarray, residuals: np.ndarray, codebooks: np.ndarray, rule: str, codebook_size: int,
+                    domain: np.ndarray, domains: Sequence[str]) -> tuple[np.ndarray, list[int], dict[str, Any]]:
+    """IDs of the items with RQ-VAE ``codes`` under collision ``rule``, the codes per level of the ID
+    space (at least ``codebook_size`` on the quantised levels), and :func:`id_statistics` overall
+    and per domain."""
+    ids = resolve_collisions(codes, rule, residuals=residuals, codebooks=codebooks)
+    n_levels = codes.shape[1]
+    sizes = [max(int(ids[:, l].max()) + 1, codebook_size) if l < n_levels else int(ids[:, l].max()) + 1
+             for l in range(ids.shape[1])]
+    stats = {"all": id_statistics(codes, codebook_size, ids),
+             "per_domain": {name: id_statistics(codes[domain == d], codebook_size, ids[domain == d])
+                            for d, name in enumerate(domains)}}
+    return ids, sizes, stats
+
+
+def write_semantic_ids(folder: Path, items: pd.DataFrame, codes: np.ndarray, ids: np.ndarray, sizes: list[int],
+                       rule: str, stats: dict[str, Any], settings: dict[str, Any]) -> None:
+    """``semantic_ids.parquet`` (item, item_key, domain_name, codes, IDs) and ``ids.json`` (sizes,
+    rule, statistics, settings) in ``folder``, each written atomically."""
+    from ..io import write_json, write_parquet
+
+    table = items[["item", "item_key", "domain_name"]].assign(
+        **{f"code{d}": codes[:, d] for d in range(codes.shape[1])}, **{f"id{d}": ids[:, d] for d in range(ids.shape[1])})
+    write_parquet(folder / "semantic_ids.parquet", table)
+    write_json(folder / "ids.json", {"codebook_sizes": sizes, "id_length": int(ids.shape[1]), "rule": rule,
+                                     "stats": stats, "settings": settings})
+
+
+def read_semantic_ids(folder: Path, items: pd.DataFrame, n_levels: int) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """``(ids, codes, meta)`` written by :func:`write_semantic_ids` in ``folder``, or None if there are
+    none; raises a ``ValueError`` naming the file when they are not of ``items`` (in order)."""
+    from ..io import read_json
+
+    table_path, meta_path = folder / "semantic_ids.parquet", folder / "ids.json"
+    if not (meta_path.exists() and table_path.exists()):
+        return None
+    table = pd.read_parquet(table_path)
+    if len(table) != len(items) or not (table["item_key"].astype(str).to_numpy()
+                                        == items["item_key"].astype(str).to_numpy()).all():
+        raise ValueError(f"{table_path}: its items are not the dataset's items; delete the folder")
+    meta = read_json(meta_path)
+    codes = table[[f"code{d}" for d in range(n_levels)]].to_numpy().astype(np.int64)
+    ids = table[[f"id{d}" for d in range(meta["id_length"])]].to_numpy().astype(np.int64)
+    return ids, codes, meta

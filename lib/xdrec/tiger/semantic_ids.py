@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import read_json, sha256_text, write_json, write_parquet
+from ..io import sha256_text
 from ..paths import checkpoint_dir
 from ..profiles import get_profile
 from ..results import code_fingerprint
@@ -76,8 +76,9 @@ def tiger_semantic_ids(dataset: str, profile: str = "book", seed: int = 0, *, do
 
     ``domains`` defaults to the profile's ``gencdr_tokenizer.datasets[dataset]`` (``None``: all).
     """
-    from ..gencdr.tokenization import codes_and_residuals, load_items, pretrain_universal
-    from ..quantization import id_statistics, resolve_collisions
+    from ..encoders.items import load_items
+    from ..gencdr.tokenization import pretrain_universal
+    from ..quantization import codes_and_residuals, read_semantic_ids, semantic_ids_of, write_semantic_ids
 
     t0 = time.perf_counter()
     prof = get_profile(profile)
@@ -95,16 +96,9 @@ def tiger_semantic_ids(dataset: str, profile: str = "book", seed: int = 0, *, do
     if force:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    table_path, meta_path = folder / "semantic_ids.parquet", folder / "ids.json"
-    n_levels = cfg["n_levels"]
-
-    if meta_path.exists() and table_path.exists():
-        table = pd.read_parquet(table_path)
-        if not (table["item_key"].astype(str).to_numpy() == items["item_key"].astype(str).to_numpy()).all():
-            raise ValueError(f"{table_path}: its items are not the dataset's items; delete the folder")
-        meta = read_json(meta_path)
-        codes = table[[f"code{d}" for d in range(n_levels)]].to_numpy().astype(np.int64)
-        ids = table[[f"id{d}" for d in range(meta["id_length"])]].to_numpy().astype(np.int64)
+    stored = read_semantic_ids(folder, items, cfg["n_levels"])
+    if stored is not None:
+        ids, codes, meta = stored
         return TigerIds(dataset, names, items, ids, codes, meta["codebook_sizes"], meta["stats"], rule, folder,
                         time.perf_counter() - t0, trained=False)
 
@@ -115,21 +109,11 @@ def tiger_semantic_ids(dataset: str, profile: str = "book", seed: int = 0, *, do
     with torch.no_grad():
         z = universal.rqvae.encoder(x)
     codes, residuals = codes_and_residuals(universal.quantizer, z)
-    ids = resolve_collisions(codes, rule, residuals=residuals, codebooks=universal.quantizer.codebooks.detach().cpu().numpy())
-    K = cfg["codebook_size"]
-    sizes = [max(int(ids[:, l].max()) + 1, K) if l < n_levels else int(ids[:, l].max()) + 1 for l in range(ids.shape[1])]
-    dom = items["domain"].to_numpy()
-    stats = {
-        "all": id_statistics(codes, K, ids),
-        "per_domain": {name: id_statistics(codes[dom == d], K, ids[dom == d]) for d, name in enumerate(names)},
-        "rqvae": {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "wall_time_s": res.wall_time,
-                  "rec_loss": -res.best_metric if res.best_metric is not None else None,
-                  "trainable_params": res.trainable_params, "revived_codes": revived},
-    }
-    table = items[["item", "item_key", "domain_name"]].assign(
-        **{f"code{d}": codes[:, d] for d in range(codes.shape[1])}, **{f"id{d}": ids[:, d] for d in range(ids.shape[1])})
-    write_parquet(table_path, table)
-    write_json(meta_path, {"codebook_sizes": sizes, "id_length": int(ids.shape[1]), "rule": rule, "stats": stats,
-                           "settings": settings})
+    ids, sizes, stats = semantic_ids_of(codes, residuals, universal.quantizer.codebooks.detach().cpu().numpy(), rule,
+                                        cfg["codebook_size"], items["domain"].to_numpy(), names)
+    stats["rqvae"] = {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "wall_time_s": res.wall_time,
+                      "rec_loss": -res.best_metric if res.best_metric is not None else None,
+                      "trainable_params": res.trainable_params, "revived_codes": revived}
+    write_semantic_ids(folder, items, codes, ids, sizes, rule, stats, settings)
     return TigerIds(dataset, names, items, ids.astype(np.int64), codes.astype(np.int64), sizes, stats, rule, folder,
                     time.perf_counter() - t0, trained=True)
