@@ -7,6 +7,7 @@ repository, with the probe's cheapest step (the ID baselines at the ``ci`` profi
 
 - a rename (SASRec's ``item_weights`` becomes ``output_embedding``) is certified, and the result
   the old code stored is read back by the new code without training (``XDREC_REQUIRE_STORED=1``);
+  so is a change of the module set a runner fingerprints (paired with the base's by where it is used);
 - a change of the loss (label smoothing in SASRec's cross-entropy) is refused, naming the result
   that differs, and that result is then stale for the new code, while module sets without the edited
   file (the GenCDR tokenizer's) keep their fingerprints, so their results stay current.
@@ -57,10 +58,10 @@ def repo(tmp_path_factory):
     return repo
 
 
-def _edit(repo: Path, old: str, new: str, count: int) -> None:
-    path = repo / SASREC
+def _edit(repo: Path, old: str, new: str, count: int, file: str = SASREC) -> None:
+    path = repo / file
     text = path.read_text()
-    assert text.count(old) == count, f"{SASREC} changed: expected {count} x {old!r}"
+    assert text.count(old) == count, f"{file} changed: expected {count} x {old!r}"
     path.write_text(text.replace(old, new))
 
 
@@ -70,18 +71,16 @@ def _stored_check(repo: Path, work: Path) -> subprocess.CompletedProcess:
               f"run_id_baseline('sasrec-ce', 'amazon18-xcross', 'Tools', profile='ci')\n")
     env = {**os.environ, "PYTHONPATH": str(repo / "lib"), "XDREC_RESULTS": str(work / "base" / "results"),
            "XDREC_REQUIRE_STORED": "1", "XDREC_CHECKPOINTS": str(work / "unused-checkpoints")}
-    env.pop(equivalence.CANDIDATES_ENV, None)
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=repo)
 
 
 def _fingerprints(repo: Path) -> dict[str, str]:
     """What ``repo``'s code fingerprints the ID baselines' and the GenCDR tokenizer's modules to."""
     script = ("import json\nfrom xdrec.results import code_fingerprint\n"
-              "from xdrec.gencdr.tokenization import FINGERPRINT_MODULES as G\n"
+              "from xdrec.gencdr.train_tokenizer import FINGERPRINT_MODULES as G\n"
               "print(json.dumps({'baselines': code_fingerprint('xdrec.baselines', 'xdrec.data', 'xdrec.metrics',"
               " 'xdrec.training'), 'gencdr_tokenizer': code_fingerprint(*G)}))\n")
     env = {**os.environ, "PYTHONPATH": str(repo / "lib")}
-    env.pop(equivalence.CANDIDATES_ENV, None)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=repo, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -100,10 +99,18 @@ def test_a_rename_is_certified_and_a_loss_change_is_refused(repo, tmp_path_facto
     assert done.returncode == 0, done.stderr[-2000:]  # read back: no StaleResult, nothing trained
     assert _fingerprints(repo) == base_prints  # the certified fingerprint maps back to the base's
 
+    # a module set that changes its members (as when a module moves or is renamed) is paired with the
+    # base's by where the probe uses it, not by its name, and certified while every result is the same
+    _edit(repo, '"xdrec.metrics", "xdrec.training")', '"xdrec.metrics", "xdrec.progress", "xdrec.training")', 1,
+          file="lib/xdrec/baselines/experiment.py")
+    cert = equivalence.certify("HEAD", repo=repo, only="id_baselines", keep=work)
+    assert any("xdrec.progress" in m for m in cert["modules"]), cert["modules"]
+    assert _stored_check(repo, work).returncode == 0  # still read back without training
+
     _edit(repo, 'reduction="sum")', 'reduction="sum", label_smoothing=0.1)', 1)  # a loss change
     with pytest.raises(SystemExit, match=rf"refused: result {RESULT} differs at /"):
         equivalence.certify("HEAD", repo=repo, only="id_baselines", keep=work)
-    assert len(json.loads(certificates.read_text())["certificates"]) == len(before["certificates"]) + 1
+    assert len(json.loads(certificates.read_text())["certificates"]) == len(before["certificates"]) + 2
     stale = _stored_check(repo, work)
     assert stale.returncode != 0 and "StaleResult" in stale.stderr and "made by code" in stale.stderr
     prints = _fingerprints(repo)  # only the module sets that hold the edited file change

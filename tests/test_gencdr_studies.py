@@ -7,8 +7,8 @@ import torch
 
 from xdrec.decoding import INVALID, TrieTensors, UnconstrainedTrie, constrained_beam_search, keep_valid
 from xdrec.gencdr.experts import AverageGate, LoRAExpertsLinear
-from xdrec.gencdr.recommendation import DEFAULTS, TRAINING_KEYS
-from xdrec.gencdr.studies import ABLATIONS, ablation_switches, sweep_default, sweep_recommender
+from xdrec.gencdr.train_recommender import DEFAULTS, TRAINING_KEYS
+from xdrec.gencdr.experiment import ABLATIONS, ablation_switches, sweep_default, sweep_recommender
 from xdrec.profiles import get_profile
 
 pytestmark = pytest.mark.usefixtures("one_thread")

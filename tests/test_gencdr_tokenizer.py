@@ -10,7 +10,7 @@ import torch
 from xdrec.decoding import PrefixTree
 from xdrec.gencdr import DomainAdaptiveTokenizer, MaskedCodeModel, UniversalTokenizer, VIBRouter, gaussian_kl
 from xdrec.encoders.items import check_embeddings, check_texts
-from xdrec.gencdr.tokenization import pretrain_universal, train_adapters
+from xdrec.gencdr.train_tokenizer import pretrain_universal, train_adapters
 from xdrec.quantization import RQVAE, ResidualQuantizer, codes_and_residuals, id_statistics, resolve_collisions
 
 SMALL = {

@@ -125,13 +125,13 @@ def tiger(ckpt: Path):
 
 
 def gencdr(ckpt: Path):
-    """xdrec.gencdr.recommendation: phase 1 (universal LoRA experts) on TimelineBatches (a callable)."""
+    """xdrec.gencdr.train_recommender: phase 1 (universal LoRA experts) on TimelineBatches (a callable)."""
     import pandas as pd
     import torch
 
     from xdrec.decoding import TrieTensors
     from xdrec.encoders.backbones import tiny_causal_lm
-    from xdrec.gencdr.recommendation import TimelineBatches, recommend_fn
+    from xdrec.gencdr.train_recommender import TimelineBatches, recommend_fn
     from xdrec.gencdr.recommender import GenCDRRecommender, add_semantic_id_tokens
     from xdrec.generative import ItemTokens, evaluate_generative
     from xdrec.training import fit
@@ -212,7 +212,7 @@ def xcross(ckpt: Path):
 
 
 def utgrec(ckpt: Path):
-    """xdrec.utgrec.tokenization: the universal item tokenizer (Eq. 13) on a DataLoader, cosine schedule."""
+    """xdrec.utgrec.train_tokenizer: the universal item tokenizer (Eq. 13) on a DataLoader, cosine schedule."""
     import torch
 
     from xdrec.encoders.backbones import tiny_causal_lm

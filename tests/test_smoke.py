@@ -202,7 +202,7 @@ def test_standins_load_through_the_paper_paths(tmp_path, monkeypatch):
         monkeypatch.setenv(var, p)
     assert set(preflight.check_paper_run()) >= set(paths)
     from xdrec.profiles import get_profile
-    from xdrec.utgrec import tokenization as tz
+    from xdrec.utgrec import train_tokenizer as tz
     from xdrec.xcross import experiment as xp
 
     enc, _ = xp.new_encoder("paper")

@@ -383,7 +383,7 @@ def test_unique_ids_move_up_a_level_when_a_prefix_is_full():
 def test_ci_tokenizer_pipeline_on_real_data(tmp_path, monkeypatch, xcross_data):
     """Pre-train on Sports, fine-tune on Tools with E frozen, unique IDs for every Tools item, read back."""
     from xdrec.io import load_safetensors, read_json
-    from xdrec.utgrec import tokenization as tz
+    from xdrec.utgrec import train_tokenizer as tz
 
     monkeypatch.setenv("XDREC_CHECKPOINTS", str(tmp_path))
     folder = tz.finetune("Tools", ["Sports"], profile="ci")
@@ -410,7 +410,7 @@ def test_source_cap_keeps_each_domains_most_interacted_training_items(monkeypatc
     """Counts over each user's sequence without its last two items, by hand; ties go to the lower id."""
     from xdrec import data as xdata
     from xdrec.data import make_synthetic
-    from xdrec.utgrec import tokenization as tz
+    from xdrec.utgrec import train_tokenizer as tz
 
     ds = make_synthetic(n_users=30, n_domains=2, items_per_domain=12, seed=3)
     monkeypatch.setattr(xdata, "load", lambda *a, **k: ds)
@@ -440,7 +440,7 @@ def _tiger(domains, item_domain, seed):
 
 
 def test_transfer_t5_copies_every_weight_but_the_other_domains_markers():
-    from xdrec.utgrec.recommendation import transfer_t5
+    from xdrec.utgrec.train_recommender import transfer_t5
 
     src = _tiger(["Sports", "Toys"], [0, 1, 1], seed=0)
     dst = _tiger(["Tools"], [0, 0, 0], seed=1)
@@ -461,7 +461,7 @@ def test_transfer_t5_copies_every_weight_but_the_other_domains_markers():
 
 
 def test_codebook_sizes_of_tree_and_plain_ids():
-    from xdrec.utgrec.recommendation import VARIANTS, codebook_sizes
+    from xdrec.utgrec.train_recommender import VARIANTS, codebook_sizes
 
     assert codebook_sizes({"n_codes": 3, "root_size": 256, "leaf_size": 512}) == [256, 512, 512]
     assert codebook_sizes({"n_codes": 3, "root_size": 256, "leaf_size": 512, "tree": False}) == [256, 256, 256]
@@ -472,7 +472,7 @@ def test_codebook_sizes_of_tree_and_plain_ids():
 @pytest.mark.realdata
 def test_ci_recommender_pipeline_on_real_data(tmp_path, monkeypatch, xcross_data):
     """Tokenizer pre-training on Sports, T5 pre-training, fine-tuning on Tools, test; then read back."""
-    from xdrec.utgrec.recommendation import run_utgrec
+    from xdrec.utgrec.train_recommender import run_utgrec
 
     for var in ("XDREC_RESULTS", "XDREC_CHECKPOINTS"):
         monkeypatch.setenv(var, str(tmp_path / var))
@@ -497,7 +497,7 @@ def test_baseline_runner_trains_the_shared_t5_on_the_tokenizers_ids_and_tests_ut
     from xdrec.generative import sample_rows
     from xdrec.profiles import get_profile
     from xdrec.tiger import semantic_ids
-    from xdrec.utgrec import recommendation as rec_mod
+    from xdrec.utgrec import train_recommender as rec_mod
 
     for var in ("XDREC_RESULTS", "XDREC_CHECKPOINTS"):
         monkeypatch.setenv(var, str(tmp_path / var))
@@ -560,7 +560,7 @@ def test_report_per_row_metrics_groups_and_gains_by_hand():
 
 
 def test_tokenizer_workload_counts_items_by_hand():
-    from xdrec.utgrec.tokenization import workload
+    from xdrec.utgrec.train_tokenizer import workload
 
     cfg = {"max_source_items_per_domain": 100, "max_items_per_domain": 30, "pretrain": {"epochs": 2},
            "finetune": {"epochs": 3}}
@@ -574,7 +574,7 @@ def test_tokenizer_workload_counts_items_by_hand():
 def test_studies_reuse_the_main_run_at_the_profiles_own_depth_and_loss_weights(monkeypatch):
     from xdrec.profiles import PROFILES
     from xdrec.utgrec import experiment as ex
-    from xdrec.utgrec import recommendation as rec_mod
+    from xdrec.utgrec import train_recommender as rec_mod
 
     calls = []
     monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: calls.append(("utgrec", k)) or k)
@@ -597,7 +597,7 @@ def test_a_sweep_can_be_split_into_processes_by_point(monkeypatch):
 
     from xdrec.profiles import PROFILES
     from xdrec.utgrec import experiment as ex
-    from xdrec.utgrec import recommendation as rec_mod
+    from xdrec.utgrec import train_recommender as rec_mod
 
     monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
     monkeypatch.setitem(PROFILES["ci"], "utgrec_studies",
@@ -618,7 +618,7 @@ def test_a_sweep_can_be_split_into_processes_by_point(monkeypatch):
 def test_the_seeds_study_runs_tree_and_plain_codebooks_at_each_seed(monkeypatch):
     from xdrec.profiles import PROFILES
     from xdrec.utgrec import experiment as ex
-    from xdrec.utgrec import recommendation as rec_mod
+    from xdrec.utgrec import train_recommender as rec_mod
 
     monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
     studies = {"targets": ["Tools"], "depths": [1], "sweeps": {"mu": [0.01]}}
@@ -636,7 +636,7 @@ def test_the_seeds_study_runs_tree_and_plain_codebooks_at_each_seed(monkeypatch)
 def test_studies_stored_only_leave_out_the_runs_without_a_stored_result(monkeypatch, tmp_path):
     from xdrec.profiles import PROFILES
     from xdrec.utgrec import experiment as ex
-    from xdrec.utgrec import recommendation as rec_mod
+    from xdrec.utgrec import train_recommender as rec_mod
 
     monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
     monkeypatch.setattr(rec_mod, "run_baseline", lambda target, b, **k: k)
@@ -678,7 +678,7 @@ def test_standardized_mlp_inputs_equal_an_explicit_per_feature_standardisation()
 def test_tables_stored_only_leave_out_the_runs_without_a_stored_result(monkeypatch, tmp_path):
     from xdrec.baselines import experiment as id_ex
     from xdrec.utgrec import experiment as ex
-    from xdrec.utgrec import recommendation as rec_mod
+    from xdrec.utgrec import train_recommender as rec_mod
 
     monkeypatch.setattr(rec_mod, "run_utgrec", lambda target, **k: k)
     monkeypatch.setattr(rec_mod, "run_baseline", lambda target, b, **k: k)

@@ -17,9 +17,14 @@ result, and is only written when that was measured:
 3. it compares what the two probes stored — every metric, per-row rank, training history and
    ID statistic, with wall times, dates, commits and paths left out — for exact equality;
 4. only if all are equal, it records in ``code_equivalence.json`` (beside this file) that each
-   fingerprint the new code computes equals the one the base code computed for the same
-   modules. :func:`xdrec.results.code_fingerprint` then returns the base's fingerprint, so
-   results stored under it stay current.
+   fingerprint the new code computes equals the one the base code computed at the same place:
+   the same probe step, the same order of first use within it. Module sets are paired by where
+   they are used, not by their names, so a renamed or moved module is certified like any other
+   change that leaves every result as it was (the new probe's runners are handed the base's
+   fingerprints at those places, so what they derive from them, checkpoint folders and run
+   keys, is comparable, and each result must carry the base's fingerprint).
+   :func:`xdrec.results.code_fingerprint` then returns the base's fingerprint, so results stored
+   under it stay current.
 
 Any difference refuses the certificate and names the result and key that differ. What the probe
 does not run (the ``book`` profile's larger settings) is covered only as far as the ``ci`` runs
@@ -58,18 +63,10 @@ def load_certificates(path: Path = CERTIFICATES) -> dict[str, str]:
         raise ValueError(f"{path}: not a certificate file ({e}); restore it from git") from e
 
 
-CANDIDATES_ENV = "XDREC_EQUIVALENCE_CANDIDATES"
-"""A candidate certificate file that only :func:`certify`'s probe of the new code reads: the new
-code then computes every fingerprint-derived key (checkpoint folders, run keys) as it will once
-certified, so what the probe stores is comparable with the base's."""
-
-
 def canonical(fingerprint: str, table: dict[str, str] | None = None) -> str:
     """The fingerprint a certified chain of changes leads back to (itself if uncertified)."""
     if table is None:
         table = load_certificates()
-        if os.environ.get(CANDIDATES_ENV):
-            table = {**table, **load_certificates(Path(os.environ[CANDIDATES_ENV]))}
     seen = {fingerprint}
     while fingerprint in table:
         fingerprint = table[fingerprint]
@@ -124,7 +121,10 @@ import json, os, sys
 import xdrec.results as R
 
 seen = {}
+calls = {}  # step -> the module sets it fingerprinted, in the order of their first use
+step = {"name": None}
 original = R.code_fingerprint
+pairing = json.load(open(os.environ["XDREC_PROBE_PAIRING"])) if os.environ.get("XDREC_PROBE_PAIRING") else None
 
 def raw(*modules):
     import hashlib, importlib
@@ -139,24 +139,39 @@ def raw(*modules):
     return h.hexdigest()[:16]
 
 def recording(*modules):
-    value = original(*modules)
-    seen[" ".join(sorted(modules))] = {"raw": raw(*modules), "value": value}
+    key = " ".join(sorted(modules))
+    order = calls.setdefault(str(step["name"]), [])
+    if key not in [c["modules"] for c in order]:
+        order.append({"modules": key, "raw": raw(*modules)})
+    at = [c["modules"] for c in order].index(key)
+    base = (pairing or {}).get(str(step["name"]), [])
+    # paired: the base's fingerprint at the same place (this step, this order of first use)
+    value = base[at]["value"] if pairing is not None and at < len(base) else original(*modules)
+    order[at]["value"] = value
+    seen[key] = {"raw": order[at]["raw"], "value": value}
     return value
 
-if len(sys.argv) > 2 and sys.argv[2] == "fingerprints":  # only the raw fingerprints of the given module sets
-    wanted = json.load(open(sys.argv[3]))
-    json.dump({m: raw(*m.split()) for m in wanted}, open(sys.argv[1], "w"), indent=1)
-    raise SystemExit(0)
+
+def runner(*names):
+    """The first of ``names`` that imports: a runner module under its name now or before a rename."""
+    import importlib
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name not in names:
+                raise
+    raise ModuleNotFoundError(f"none of {names}")
 
 R.code_fingerprint = recording  # before the runners import it
 
 from xdrec.baselines import experiment as baselines
-from xdrec.gencdr.tokenization import run_tokenizer
-from xdrec.gencdr.recommendation import run_recommender
+run_tokenizer = runner("xdrec.gencdr.train_tokenizer", "xdrec.gencdr.tokenization").run_tokenizer
+run_recommender = runner("xdrec.gencdr.train_recommender", "xdrec.gencdr.recommendation").run_recommender
 from xdrec.tiger.experiment import run_tiger
 from xdrec.xcross import experiment as xcross
-from xdrec.utgrec import experiment as utgrec
-from xdrec.gencdr import studies
+utgrec = runner("xdrec.utgrec.experiment")
+studies = runner("xdrec.gencdr.experiment", "xdrec.gencdr.studies")
 from xdrec import comparison
 
 steps = {
@@ -173,21 +188,23 @@ steps = {
     "utgrec": lambda: utgrec.run_table2("Tools", "ci"),
 }
 only = [s for s in os.environ.get("XDREC_PROBE_ONLY", "").split(",") if s]
-for name, step in steps.items():
+for name, run in steps.items():
     if not only or name in only:
         print(f"probe: {name}", flush=True)
-        step()
+        step["name"] = name
+        run()
+        step["name"] = None
 results = {}
 for p in sorted(R.results_dir("ci").glob("*.json")):
     results[p.stem] = json.loads(p.read_text())
-json.dump({"fingerprints": seen, "results": results}, open(sys.argv[1], "w"), indent=1, sort_keys=True)
+json.dump({"fingerprints": seen, "calls": calls, "results": results}, open(sys.argv[1], "w"), indent=1,
+          sort_keys=True)
 '''
 
 
-def run_probe(lib: Path, out: Path, work: Path, *, only: str = "", candidates: Path | None = None,
-              fingerprints_of: list[str] | None = None) -> dict[str, Any]:
+def run_probe(lib: Path, out: Path, work: Path, *, only: str = "", pairing: Path | None = None) -> dict[str, Any]:
     """Run :data:`PROBE` with ``lib`` first on the path, its results and checkpoints under ``work``
-    (``fingerprints_of``: only the raw fingerprints of these module sets)."""
+    (``pairing``: the base probe's fingerprints by step, handed to the runners at the same places)."""
     from .data import find_dataset
     from .paths import cache_dir
 
@@ -206,14 +223,10 @@ def run_probe(lib: Path, out: Path, work: Path, *, only: str = "", candidates: P
            "XDREC_CHECKPOINTS": str(work / "checkpoints"), "XDREC_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
            "PYTHONHASHSEED": "0", "XDREC_PROGRESS": "0", "XDREC_LAUNCH": "inprocess", "XDREC_PROBE_ONLY": only}
     env.pop("XDREC_REQUIRE_STORED", None)
-    env.pop(CANDIDATES_ENV, None)
-    if candidates is not None:
-        env[CANDIDATES_ENV] = str(candidates)
-    extra = []
-    if fingerprints_of is not None:
-        (work / "wanted.json").write_text(json.dumps(fingerprints_of))
-        extra = ["fingerprints", str(work / "wanted.json")]
-    subprocess.run([sys.executable, str(script), str(out), *extra], env=env, check=True, cwd=lib.parent)
+    env.pop("XDREC_PROBE_PAIRING", None)
+    if pairing is not None:
+        env["XDREC_PROBE_PAIRING"] = str(pairing)
+    subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, cwd=lib.parent)
     return json.loads(out.read_text())
 
 
@@ -247,11 +260,9 @@ def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None,
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
     shutil.rmtree(work / "new", ignore_errors=True)
     (work / "new").mkdir()
-    # the new code's fingerprints of the base's module sets: the candidate certificate
-    raw_new = run_probe(repo / "lib", work / "new-fingerprints.json", work / "new", fingerprints_of=sorted(old["fingerprints"]))
-    candidates = {fp: old["fingerprints"][m]["value"] for m, fp in raw_new.items() if fp != old["fingerprints"][m]["value"]}
-    (work / "candidates.json").write_text(json.dumps({"certificates": [{"fingerprints": candidates}]}))
-    new = run_probe(repo / "lib", work / "new.json", work / "new", only=only, candidates=work / "candidates.json")
+    # the new code's runners get the base's fingerprints at the same places (step, order of first use)
+    (work / "pairing.json").write_text(json.dumps(old["calls"]))
+    new = run_probe(repo / "lib", work / "new.json", work / "new", only=only, pairing=work / "pairing.json")
     if sorted(old["results"]) != sorted(new["results"]):
         raise SystemExit(f"refused: the probes stored different results: base {sorted(old['results'])}, "
                          f"new {sorted(new['results'])}")
@@ -259,17 +270,24 @@ def certify(base: str, *, repo: Path, only: str = "", keep: Path | None = None,
         diff = first_difference(comparable(old["results"][name]), comparable(new["results"][name]))
         if diff:
             raise SystemExit(f"refused: result {name} differs at {diff}")
-    for modules, fp in new["fingerprints"].items():
-        if modules not in old["fingerprints"]:
-            raise SystemExit(f"refused: the base code never fingerprinted {modules!r}")
-        if fp["value"] != old["fingerprints"][modules]["value"]:
-            raise SystemExit(f"refused: {modules!r} fingerprints to {fp['value']}, not the base's "
-                             f"{old['fingerprints'][modules]['value']}")
-    pairs = candidates
+        made = [r.get("provenance", {}).get("code_fingerprint") for r in (old["results"][name], new["results"][name])]
+        if made[0] != made[1]:
+            raise SystemExit(f"refused: result {name} was made under fingerprint {made[1]}, the base's under "
+                             f"{made[0]} (the module sets were paired in another order)")
+    pairs, modules = {}, {}
+    for where in sorted(set(old["calls"]) | set(new["calls"])):
+        base_sets, new_sets = old["calls"].get(where, []), new["calls"].get(where, [])
+        if len(base_sets) != len(new_sets):
+            raise SystemExit(f"refused: probe step {where} fingerprinted {len(new_sets)} module sets, the base "
+                             f"{len(base_sets)}: {[c['modules'] for c in new_sets]} vs {[c['modules'] for c in base_sets]}")
+        for b, n in zip(base_sets, new_sets):
+            if pairs.get(n["raw"], b["value"]) != b["value"]:
+                raise SystemExit(f"refused: the new module set {n['modules']!r} stands for two base fingerprints")
+            if n["raw"] != b["value"]:
+                pairs[n["raw"]] = b["value"]
+            modules[n["modules"]] = {"base": b["value"], "base_modules": b["modules"], "new": n["raw"]}
     doc = json.loads(certificates.read_text()) if certificates.exists() else {"certificates": []}
-    cert = {"base": commit, "results_compared": sorted(old["results"]), "fingerprints": pairs,
-            "modules": {m: {"base": old["fingerprints"][m]["value"], "new": f["raw"]}
-                        for m, f in new["fingerprints"].items()}}
+    cert = {"base": commit, "results_compared": sorted(old["results"]), "fingerprints": pairs, "modules": modules}
     doc["certificates"].append(cert)
     from .io import write_json
 

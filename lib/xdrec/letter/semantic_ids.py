@@ -39,7 +39,7 @@ from ..training import TrainConfig, fit
 from .tokenizer import LETTERTokenizer
 
 FINGERPRINT_MODULES = ("xdrec.letter", "xdrec.quantization", "xdrec.baselines", "xdrec.training", "xdrec.data",
-                       "xdrec.encoders", "xdrec.gencdr.tokenization")
+                       "xdrec.encoders")
 
 
 def settings(profile: str | dict, dataset: str) -> dict[str, Any]:

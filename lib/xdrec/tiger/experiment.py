@@ -42,7 +42,7 @@ from .examples import NextItemExamples
 from .model import TIGER, TIGERConfig
 from .semantic_ids import TigerIds, rqvae_settings, tiger_semantic_ids
 
-FINGERPRINT_MODULES = ("xdrec.tiger", "xdrec.generative", "xdrec.decoding", "xdrec.gencdr.tokenization",
+FINGERPRINT_MODULES = ("xdrec.tiger", "xdrec.generative", "xdrec.decoding", "xdrec.gencdr.train_tokenizer",
                        "xdrec.gencdr.tokenizer", "xdrec.quantization", "xdrec.training", "xdrec.data", "xdrec.encoders",
                        "xdrec.metrics")
 REPORTED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")

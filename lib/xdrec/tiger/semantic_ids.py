@@ -1,7 +1,7 @@
 """TIGER's semantic IDs (Rajput et al. 2023, Sec. 3.1): a plain RQ-VAE on the items' text embeddings.
 
 The RQ-VAE is GenCDR's universal tokenizer without its masked-code loss
-(:func:`xdrec.gencdr.tokenization.pretrain_universal` with ``mtm=False``: ``L_REC + mu L_Q``), with
+(:func:`xdrec.gencdr.train_tokenizer.pretrain_universal` with ``mtm=False``: ``L_REC + mu L_Q``), with
 the shape and codebooks of the profile's ``gencdr_tokenizer`` section (TIGER's: encoder 512-256-128
 -> 32, three codebooks of 256, k-means initialisation), trained on the items of all chosen domains.
 Collisions get TIGER's extra level (``"extra_level"``: a fourth code numbering the items that share
@@ -33,7 +33,7 @@ from ..paths import checkpoint_dir
 from ..profiles import get_profile
 from ..results import code_fingerprint
 
-FINGERPRINT_MODULES = ("xdrec.tiger.semantic_ids", "xdrec.gencdr.tokenization", "xdrec.gencdr.tokenizer",
+FINGERPRINT_MODULES = ("xdrec.tiger.semantic_ids", "xdrec.gencdr.train_tokenizer", "xdrec.gencdr.tokenizer",
                        "xdrec.quantization", "xdrec.training", "xdrec.data", "xdrec.encoders")
 RQVAE_KEYS = ("hidden", "latent_dim", "n_levels", "codebook_size", "beta", "quant_weight", "kmeans_init_items",
               "revive_dead_codes", "pretrain")
@@ -77,7 +77,7 @@ def tiger_semantic_ids(dataset: str, profile: str = "book", seed: int = 0, *, do
     ``domains`` defaults to the profile's ``gencdr_tokenizer.datasets[dataset]`` (``None``: all).
     """
     from ..encoders.items import load_items
-    from ..gencdr.tokenization import pretrain_universal
+    from ..gencdr.train_tokenizer import pretrain_universal
     from ..quantization import codes_and_residuals, read_semantic_ids, semantic_ids_of, write_semantic_ids
 
     t0 = time.perf_counter()

@@ -3,9 +3,9 @@
 Studies (each run is cached as a result in ``results/<profile>/``; a rerun skips finished ones):
 
 - ``table2``: UTGRec, and TIGER and LETTER on the target alone
-  (:func:`~xdrec.utgrec.recommendation.run_baseline`); SASRec and BERT4Rec are the foundation's
+  (:func:`~xdrec.utgrec.train_recommender.run_baseline`); SASRec and BERT4Rec are the foundation's
   single-domain results (:mod:`xdrec.baselines.experiment`), run here if missing;
-- ``table3``: every variant of :data:`~xdrec.utgrec.recommendation.VARIANTS`;
+- ``table3``: every variant of :data:`~xdrec.utgrec.train_recommender.VARIANTS`;
 - ``depth`` (Figure 2): UTGRec, TIGER and LETTER with 1 .. 6 T5 layers (the profile's
   ``utgrec_studies.depths``);
 - ``sweeps`` (Figure 3): the tokenizer's ``mu`` and ``eta`` (and ``alpha``, which weighs the image
@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 from ..profiles import get_profile
 from ..results import result_path
-from . import recommendation as rec
-from . import tokenization as tz
+from . import train_recommender as rec
+from . import train_tokenizer as tz
 
 STUDIES = ("table2", "table3", "depth", "sweeps", "seeds")
 SEED_VARIANTS = ("full", "no-tree")

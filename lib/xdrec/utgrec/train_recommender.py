@@ -4,9 +4,9 @@ The recommender is TIGER's T5 (:class:`xdrec.tiger.TIGER`: item codes in, the ne
 out by constrained beam search) over the universal identifiers:
 
 1. **multi-domain pre-training** (Sec. 2.4.1): on the training timelines of the source domains,
-   whose items carry the identifiers of the pre-trained tokenizer (:func:`~.tokenization.source_ids`);
+   whose items carry the identifiers of the pre-trained tokenizer (:func:`~.train_tokenizer.source_ids`);
 2. **fine-tuning** (Sec. 2.4.2): on the held-out target domain, whose items carry the identifiers of
-   the fine-tuned tokenizer (:func:`~.tokenization.finetune`), starting from the pre-trained T5.
+   the fine-tuned tokenizer (:func:`~.train_tokenizer.finetune`), starting from the pre-trained T5.
 
 Both T5s share the code vocabulary (``K_root`` codes at level 1, ``K_leaf`` at the later levels), so
 every weight carries over; only the domain-marker rows of the embedding (one marker per domain of
@@ -19,7 +19,7 @@ per-row ranks for paired tests. Variants (Table 3): see :data:`VARIANTS`.
 Baselines (:func:`run_baseline`): TIGER and LETTER on the target alone, with the same T5, schedule
 and test rows.
 
-Command line: ``python -m xdrec.utgrec.recommendation --target Tools --profile book [--variant full|tiger|letter] [--layers N]``.
+Command line: ``python -m xdrec.utgrec.train_recommender --target Tools --profile book [--variant full|tiger|letter] [--layers N]``.
 """
 from __future__ import annotations
 
@@ -43,11 +43,11 @@ from ..tiger import TIGER
 from ..tiger.examples import NextItemExamples
 from ..tiger.model import TIGERConfig
 from ..training import TrainConfig, count_trainable_params, fit
-from . import tokenization as tz
+from . import train_tokenizer as tz
 
 # the T5, its training and its test: shared by UTGRec and by the TIGER/LETTER baselines, whose results
 # therefore do not depend on the UTGRec tokenizer's code
-RECOMMENDER_MODULES = ("xdrec.utgrec.recommendation", "xdrec.tiger", "xdrec.generative", "xdrec.decoding",
+RECOMMENDER_MODULES = ("xdrec.utgrec.train_recommender", "xdrec.tiger", "xdrec.generative", "xdrec.decoding",
                        "xdrec.metrics", "xdrec.training", "xdrec.data")
 FINGERPRINT_MODULES = (*tz.FINGERPRINT_MODULES, *RECOMMENDER_MODULES)
 REPORTED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")

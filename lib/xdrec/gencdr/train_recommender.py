@@ -2,7 +2,7 @@
 
 :func:`train_and_test` is the pipeline (each stage resumable, each skipped when finished):
 
-1. semantic IDs of the items from the tokenizer (:func:`xdrec.gencdr.tokenization.run_tokenizer`);
+1. semantic IDs of the items from the tokenizer (:func:`xdrec.gencdr.train_tokenizer.run_tokenizer`);
 2. the backbone with the ID tokens added, universal LoRA experts trained on every user's
    cross-domain timeline (Eq. 9), early-stopped on validation Recall@10 of ``P_uni``;
 3. per tested domain: its LoRA adapter (Eq. 10) and its user router (Eq. 11), early-stopped on the
@@ -11,7 +11,7 @@
    rows as TIGER and the ID baselines).
 
 What a run changes is said by its *switches* (:data:`DEFAULTS` is the main run; each Table 3
-ablation of :mod:`xdrec.gencdr.studies` changes one) and its recommender settings (a Figure 4
+ablation of :mod:`xdrec.gencdr.experiment` changes one) and its recommender settings (a Figure 4
 point changes one hyper-parameter). :func:`run_recommender` is the main result: the defaults,
 tested under ``P_final``, ``P_uni`` and ``P_spec``, stored as
 ``results/<profile>/gencdr__<dataset>__<variant>__seed<s>.json`` with the metrics per domain,
@@ -24,7 +24,7 @@ keyed by what it depends on (the switches that change training, the settings out
 each domain's phase 2 by its own settings on top, so runs that differ only in decoding or in the
 domain adapters share what they can. ``force`` retrains (deletes that folder).
 
-Command line: ``python -m xdrec.gencdr.recommendation --dataset amazon18-xcross --profile book``.
+Command line: ``python -m xdrec.gencdr.train_recommender --dataset amazon18-xcross --profile book``.
 """
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ from ..results import code_fingerprint, stored_or_computed
 from ..training import TrainConfig, count_trainable_params, fit
 from .experts import AverageGate
 from .recommender import MODES, GenCDRRecommender, add_semantic_id_tokens
-from .tokenization import run_tokenizer
+from .train_tokenizer import run_tokenizer
 
-FINGERPRINT_MODULES = ("xdrec.gencdr.recommender", "xdrec.gencdr.experts", "xdrec.gencdr.recommendation",
-                       "xdrec.gencdr.routing", "xdrec.gencdr.tokenizer", "xdrec.gencdr.tokenization",
+FINGERPRINT_MODULES = ("xdrec.gencdr.recommender", "xdrec.gencdr.experts", "xdrec.gencdr.train_recommender",
+                       "xdrec.gencdr.routing", "xdrec.gencdr.tokenizer", "xdrec.gencdr.train_tokenizer",
                        "xdrec.generative", "xdrec.decoding", "xdrec.quantization", "xdrec.training", "xdrec.data",
                        "xdrec.metrics", "xdrec.encoders")
 VARIANTS = {"full": {"tokenizer": "full"}}

@@ -28,7 +28,7 @@ the ``full`` run's weights again, and a sweep's default value is the ``full`` ru
 <dataset>__<param>-<value>__seed<s>.json``) holds the metrics per domain and the per-row ranks in
 the layout of :mod:`xdrec.comparison`, so any two runs can be compared row by row.
 
-Command line: ``python -m xdrec.gencdr.studies ablations --profile book`` (or ``sensitivity``).
+Command line: ``python -m xdrec.gencdr.experiment ablations --profile book`` (or ``sensitivity``).
 """
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ import numpy as np
 
 from ..profiles import get_profile
 from ..results import code_fingerprint, stored_or_computed
-from .recommendation import DEFAULTS, FINGERPRINT_MODULES as RECOMMENDER_MODULES
-from .recommendation import backbone_location, train_and_test
+from .train_recommender import DEFAULTS, FINGERPRINT_MODULES as RECOMMENDER_MODULES
+from .train_recommender import backbone_location, train_and_test
 
-FINGERPRINT_MODULES = (*RECOMMENDER_MODULES, "xdrec.gencdr.studies")
+FINGERPRINT_MODULES = (*RECOMMENDER_MODULES, "xdrec.gencdr.experiment")
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -114,7 +114,7 @@ def study_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
 def run_study_variant(dataset: str, *, name: str, switches: dict[str, Any], cfg: dict[str, Any], ev: dict[str, Any],
                       profile: str = "book", domains: list[str] | None = None, seed: int = 0, root=None,
                       force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """One study run: the GenCDR pipeline (:func:`~xdrec.gencdr.recommendation.train_and_test`)
+    """One study run: the GenCDR pipeline (:func:`~xdrec.gencdr.train_recommender.train_and_test`)
     with ``switches`` and recommender settings ``cfg``, tested on ``domains`` (default all) under
     the one decoding ``switches["decode"]``; stored as result ``name`` (read back while current)."""
     prof = get_profile(profile)

@@ -21,7 +21,7 @@ a checkpoint folder keyed by its settings and by the code (:data:`FINGERPRINT_MO
     checkpoints/utgrec/<profile>/pretrain-<sources>-seed<s>-<key>/   fit/  tokenizer.safetensors  tokenizer.json
     checkpoints/utgrec/<profile>/finetune-<target>-seed<s>-<key>/    fit/  tokenizer.safetensors  ids.parquet  ids.json
 
-Command line: ``python -m xdrec.utgrec.tokenization --target Tools --profile book``.
+Command line: ``python -m xdrec.utgrec.train_tokenizer --target Tools --profile book``.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ from .data import TokenizerCollator, cooccurring_items
 from .tokenizer import UniversalItemTokenizer
 
 FINGERPRINT_MODULES = ("xdrec.utgrec.codebooks", "xdrec.utgrec.reconstruction", "xdrec.utgrec.encoder",
-                       "xdrec.utgrec.tokenizer", "xdrec.utgrec.data", "xdrec.utgrec.tokenization", "xdrec.training",
+                       "xdrec.utgrec.tokenizer", "xdrec.utgrec.data", "xdrec.utgrec.train_tokenizer", "xdrec.training",
                        "xdrec.data", "xdrec.encoders", "xdrec.quantization")
 
 

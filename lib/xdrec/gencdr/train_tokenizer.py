@@ -19,7 +19,7 @@ finished weights instead of training (``full`` and ``no-adapter`` share their ph
         semantic_ids.parquet                                    item, item_key, domain, raw codes, IDs per rule
         trees/<rule>/<domain>.json                              prefix tree of every domain
 
-Command line: ``python -m xdrec.gencdr.tokenization --dataset amazon14-food-kitchen --profile book``.
+Command line: ``python -m xdrec.gencdr.train_tokenizer --dataset amazon14-food-kitchen --profile book``.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ VARIANTS = {
     "no-mtm": {"mtm": False, "adapters": True},
     "no-adapter": {"mtm": True, "adapters": False},
 }
-FINGERPRINT_MODULES = ("xdrec.gencdr.tokenizer", "xdrec.gencdr.routing", "xdrec.gencdr.tokenization",
+FINGERPRINT_MODULES = ("xdrec.gencdr.tokenizer", "xdrec.gencdr.routing", "xdrec.gencdr.train_tokenizer",
                        "xdrec.quantization", "xdrec.training", "xdrec.data", "xdrec.encoders")
 
 
