@@ -38,6 +38,8 @@ MODEL_COLOURS: dict[str, str] = {
     "utgrec": "#d55e00",
     "lora": "#ca9161", "loratarget": "#ca9161",
     "zeroshot": "#fbafe4", "zeroshotsports": "#fbafe4", "zeroshottoys": "#ece133",
+    "ownlora": "#ca9161",  # X-Cross's "LoRA fine-tuned on the target"
+    "xlora": "#8172b3", "meteora": "#64b5cd", "poolerscorer": "#bcbd22",  # X-Cross's integrations
     "paper": "#000000",
 }
 _FALLBACK = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",
