@@ -264,7 +264,7 @@ build_book() {
     book="$RESULTS/book"
     rm -rf "$book"
     mkdir -p "$book"
-    cp "$ROOT/book/_config.yml" "$ROOT/book/_toc.yml" "$ROOT/book/intro.md" "$book/"
+    cp "$ROOT"/book/*.md "$ROOT/book/_config.yml" "$ROOT/book/_toc.yml" "$book/"
     ln -s "$ROOT/book/_mathjax" "$book/_mathjax"
   fi
   rm -rf "$book/notebooks"

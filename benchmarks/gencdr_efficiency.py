@@ -8,7 +8,7 @@ peak memory of one setup is never the peak of another.
 clipping at 1.0 and an AdamW step (as :func:`xdrec.training.fit` does), in two setups on the same
 backbone and the same batches:
 
-- ``lora``: exactly what phase 1 trains, built as :func:`xdrec.gencdr.recommendation.build` does:
+- ``lora``: exactly what phase 1 trains, built as :func:`xdrec.gencdr.train_recommender.build` does:
   SmolLM2-135M with the semantic-ID tokens, the ``book`` profile's universal LoRA experts, gates,
   domain adapters and routers, ``model.train_phase(universal=True)`` (experts, gates and ID
   embeddings train), loss ``model.universal_loss(batch)``;
@@ -17,7 +17,7 @@ backbone and the same batches:
   (``model.lm``) and the ID embeddings train. The tiny frozen rank-1 expert branch still runs in
   every projection (a few percent of a projection's cost), so "full" is a slight over-estimate.
 
-Batches are the real phase-1 batches (:class:`xdrec.gencdr.recommendation.TimelineBatches`, epoch
+Batches are the real phase-1 batches (:class:`xdrec.gencdr.train_recommender.TimelineBatches`, epoch
 0, batch 16, last 20 items per timeline) of ``amazon14-food-kitchen``, with the semantic IDs the
 GenCDR tokenizer stored (``checkpoints/gencdr_tokenizer/<dataset>/full-*/semantic_ids.parquet``,
 newest run, collision rule ``reassign``) or, where absent, random unique IDs (3 levels, K = 256;
@@ -205,9 +205,9 @@ def stored_or_random_ids(ds, seed: int = 0) -> tuple[np.ndarray, str]:
 # ----------------------------------------------------------------------------------------------
 def build_recommender(layers: int, codebook_sizes, domains, *, experts: dict | None = None,
                       domain_lora: dict | None = None):
-    """GenCDR's recommender as :func:`xdrec.gencdr.recommendation.build` makes it (the ``book`` settings)."""
+    """GenCDR's recommender as :func:`xdrec.gencdr.train_recommender.build` makes it (the ``book`` settings)."""
     from xdrec.encoders.backbones import load_causal_lm
-    from xdrec.gencdr.recommendation import backbone_location
+    from xdrec.gencdr.train_recommender import backbone_location
     from xdrec.gencdr.recommender import GenCDRRecommender, add_semantic_id_tokens
     from xdrec.profiles import get_profile
 
@@ -235,7 +235,7 @@ def make_full_finetuning(model) -> None:
 def train_worker(spec: dict, device: torch.device) -> dict[str, Any]:
     """Seconds per phase-1 training step and memory of one setup (``lora`` or ``full``) at one depth."""
     from xdrec import data
-    from xdrec.gencdr.recommendation import TimelineBatches
+    from xdrec.gencdr.train_recommender import TimelineBatches
     from xdrec.generative import ItemTokens, user_timelines
     from xdrec.profiles import get_profile
     from xdrec.training import count_trainable_params
@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if not a.layers:  # every layer of the profile's backbone (SmolLM2-135M: 30), and the book's 2
         from xdrec.encoders.backbones import backbone_depth
-        from xdrec.gencdr.recommendation import backbone_location
+        from xdrec.gencdr.train_recommender import backbone_location
         from xdrec.profiles import get_profile
 
         depth = backbone_depth(backbone_location(get_profile(PROFILE)["gencdr_recommender"]))

@@ -3,7 +3,7 @@
 The tokenizer encodes every item's text through a causal LM (Sec. 2.2.1). On two CPU cores that is
 the whole cost of UTGRec, so this script measures it on real item texts of ``amazon18-xcross`` with
 the library's own model (:class:`xdrec.utgrec.UniversalItemTokenizer`, built by
-:func:`xdrec.utgrec.tokenization.build`) for a grid of
+:func:`xdrec.utgrec.train_tokenizer.build`) for a grid of
 
 - LM depth: SmolLM2-135M cut to its first ``2`` layers (the ``book`` profile) or all 30;
 - text length: ``max_text_tokens`` 16 (``book``) or 64 (``paper``);
@@ -50,7 +50,7 @@ def _rate(step, batches: int, batch_size: int) -> dict:
 
 
 def measure(items, cfg: dict, batches: int, batch_size: int) -> dict:
-    from xdrec.utgrec.tokenization import _collator, build
+    from xdrec.utgrec.train_tokenizer import _collator, build
 
     model, tok = build(cfg, seed=0)
     col = _collator(tok, items, cfg, seed=0)
@@ -81,8 +81,8 @@ def measure(items, cfg: dict, batches: int, batch_size: int) -> dict:
 
 
 def projection(cfg: dict, n_items: dict, rates: dict, target: str = "Tools") -> dict:
-    """Seconds of one target's tokenizer from the measured rates and :func:`xdrec.utgrec.tokenization.workload`."""
-    from xdrec.utgrec.tokenization import workload
+    """Seconds of one target's tokenizer from the measured rates and :func:`xdrec.utgrec.train_tokenizer.workload`."""
+    from xdrec.utgrec.train_tokenizer import workload
 
     w = workload(cfg, n_items, target)
     enc_s, train_s = w["encoded"] / rates["encode"]["items_per_s"], w["trained"] / rates["train"]["items_per_s"]
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     from xdrec.io import write_json
     from xdrec.paths import results_dir
     from xdrec.progress import progress
-    from xdrec.utgrec.tokenization import domain_items, settings
+    from xdrec.utgrec.train_tokenizer import domain_items, settings
 
     book = settings("book")
     ds = xdata.load(book["dataset"], None, domains=list(DOMAINS))
