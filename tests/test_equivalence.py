@@ -133,3 +133,22 @@ def test_settings_are_part_of_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("XDREC_REQUIRE_STORED", "1")
     with pytest.raises(StaleResult, match=r"settings differ: /epochs: 2 vs 3"):
         load_if_current("r", "ci", "abc", {"lr": 0.001, "epochs": 3})
+
+
+def test_settings_added_at_none_or_retired_keep_results_current_and_any_other_change_does_not(tmp_path, monkeypatch):
+    """Typed settings (xdrec.profiles) add fields at None where a runner read a missing key as None,
+    and drop a block nobody read: neither may make a stored result stale, while a changed value must."""
+    from xdrec.equivalence import RETIRED_SETTINGS
+    from xdrec.results import save_result
+
+    monkeypatch.setenv("XDREC_RESULTS", str(tmp_path))
+    monkeypatch.delenv("XDREC_REQUIRE_STORED", raising=False)
+    retired = next(iter(RETIRED_SETTINGS))  # e.g. ("recommender", "t5", "epochs")
+    old = {"universal": {"epochs": 2}, retired[0]: {retired[1]: {"d_model": 8, retired[2]: 50}}}
+    save_result("r", {"all": {}}, profile="ci", dataset="d", split="s", seed=0, config=old, code_fingerprint="abc")
+    now = {"universal": {"epochs": 2, "max_users": None}, retired[0]: {retired[1]: {"d_model": 8}}}
+    assert load_if_current("r", "ci", "abc", now) is not None
+    capped = {"universal": {"epochs": 2, "max_users": 300}, retired[0]: {retired[1]: {"d_model": 8}}}
+    assert load_if_current("r", "ci", "abc", capped) is None  # a cap where there was none
+    wider = {"universal": {"epochs": 2}, retired[0]: {retired[1]: {"d_model": 16}}}
+    assert load_if_current("r", "ci", "abc", wider) is None  # a setting the model reads

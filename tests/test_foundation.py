@@ -65,6 +65,36 @@ def test_profiles():
         profiles.get_profile("huge")
 
 
+def test_every_profile_sets_the_same_typed_fields_and_paper_is_the_defaults():
+    """book and ci are paper with fields replaced: the same sections and fields, nested ones included
+    (only a study's override dicts and free-form maps hold different keys), of the declared types."""
+    from dataclasses import fields, is_dataclass
+
+    assert profiles.SETTINGS["paper"] == profiles.Profile()  # the dataclasses' defaults are the paper's
+
+    def shape(obj, path=()):
+        assert is_dataclass(obj), path
+        out = {}
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            out[f.name] = shape(v, (*path, f.name)) if is_dataclass(v) else type(v).__name__ if v is not None else None
+        return out
+
+    def types_of(a, b, path=()):  # None is allowed where another profile sets a value (an optional cap)
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            if isinstance(a[k], dict):
+                types_of(a[k], b[k], (*path, k))
+            else:
+                assert None in (a[k], b[k]) or a[k] == b[k] or {a[k], b[k]} <= {"int", "float"}, (path, k, a[k], b[k])
+
+    paper = shape(profiles.PAPER)
+    for name in ("book", "ci"):
+        types_of(paper, shape(profiles.SETTINGS[name]), (name,))
+        assert set(profiles.PROFILES[name]) == set(profiles.PROFILES["paper"])
+    assert profiles.PROFILES["book"]["utgrec_tokenizer"]["lambda"] == 200.0  # the paper's name as the dict key
+
+
 def test_text_encoder_unit_norm_semantics_and_cache(monkeypatch, tmp_path):
     from xdrec.encoders import TextEncoder, embed_item_texts
 

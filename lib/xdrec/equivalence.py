@@ -115,6 +115,30 @@ def first_difference(a: Any, b: Any, where: str = "") -> str | None:
     return None if a == b else f"{where}: {a!r} vs {b!r}"
 
 
+# ------------------------------------------------------------------------------------------ settings
+# Settings that no code reads any more, with why; a stored result's settings are compared without
+# them (:func:`settings_key`), so retiring one keeps the results that carried it current.
+RETIRED_SETTINGS = {
+    ("recommender", "t5", k): "UTGRec's T5 block carried TIGER's training settings, which "
+    "TIGERConfig.from_profile never read (the recommender's pretrain / finetune phases set them)"
+    for k in ("epochs", "lr", "batch_size", "patience")
+}
+
+
+def settings_key(config: Any, where: tuple = ()) -> Any:
+    """``config`` (a run's settings, as JSON) as stored results are matched on it: without
+    :data:`RETIRED_SETTINGS` and without settings at ``None``. Every runner reads ``None`` as "not
+    set" (no cap, all rows, no early stopping), the value it used while the field did not exist,
+    so a typed field added at ``None`` changes no key; any other added, removed or changed value
+    does."""
+    if isinstance(config, dict):
+        return {k: settings_key(v, (*where, k)) for k, v in config.items()
+                if v is not None and (*where, k) not in RETIRED_SETTINGS}
+    if isinstance(config, list):
+        return [settings_key(v, where) for v in config]
+    return config
+
+
 # ------------------------------------------------------------------------------------------ the probe
 PROBE = r'''
 import json, os, sys

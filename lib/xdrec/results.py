@@ -4,7 +4,8 @@ Every table and figure in the book reads these files; each records what produced
 split, seed, profile, git commit, device, wall time, trainable parameters) next to the metrics.
 
 The rule for reusing one (:func:`stored_or_computed`, which every runner goes through): a stored
-result is read back while it was made with the same settings (the run's full configuration) by the
+result is read back while it was made with the same settings (the run's full configuration, as
+:func:`xdrec.equivalence.settings_key` matches it) by the
 same code (:func:`code_fingerprint` of the modules the runner names, or a fingerprint certified to
 store the same results, :mod:`xdrec.equivalence`); otherwise it is computed, written by the main
 process, and read back.
@@ -145,9 +146,10 @@ def load_if_current(name: str, profile: str, fingerprint: str, config: dict[str,
         if stored_fp != fingerprint:
             why = f"made by code {stored_fp}, the code now is {fingerprint}"
         else:
-            from .equivalence import first_difference
+            from .equivalence import first_difference, settings_key
 
-            stored_cfg, cfg = json.loads(json.dumps(rec.get("config", {}))), json.loads(json.dumps(config))
+            stored_cfg = settings_key(json.loads(json.dumps(rec.get("config", {}))))
+            cfg = settings_key(json.loads(json.dumps(config)))
             if stored_cfg != cfg:
                 why = f"its settings differ: {first_difference(stored_cfg, cfg)} (stored vs now)"
     if why is None:
