@@ -105,6 +105,16 @@ def test_a_figure_wider_than_the_column_is_named_and_one_that_fits_is_not(tmp_pa
     assert "a figure 1484 px wide" in found
 
 
+def test_a_code_line_wider_than_88_characters_is_named_and_one_of_88_is_not(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    source = "x = 1\n" + "y = " + "1" * 84 + "\n" + "z = " + "2" * 85
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": source, "metadata": {}, "outputs": []},
+                                          {"cell_type": "markdown", "source": "w" * 200, "metadata": {}}],
+                                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert pages.output_defects(path) == ["cell 0: a code line of 89 characters (line 3; at most 88)"]
+    assert pages.style_debt(path) == {"long code line": 1}
+
+
 def test_a_table_from_xdrec_book_passes_the_checks(tmp_path):
     import numpy as np
     import pandas as pd

@@ -507,7 +507,7 @@ def test_baseline_runner_trains_the_shared_t5_on_the_tokenizers_ids_and_tests_ut
                     np.arange(ds.n_items) // 256], 1)
     calls = []
 
-    def fake_ids(dataset, profile, seed, *, domains=None, root=None, **_):
+    def fake_ids(dataset, profile, seed, *, domains=None, data_root=None, **_):
         calls.append((dataset, tuple(domains)))
         return SimpleNamespace(items=ds.items, ids=ids, codebook_sizes=[256, 256, 256, int(ids[:, 3].max()) + 1],
                                rule="extra_level", stats={"all": {"items": ds.n_items}},

@@ -241,7 +241,7 @@ def test_mixture_with_a_saturated_gate_is_that_source(kind):
     ids, mask = b["input_ids"].flatten(0, 1), b["attention_mask"].flatten(0, 1)
     expected = mix.head(enc.encode(ids, mask, adapter="A")).view(2, 3)
     assert torch.allclose(mix(**b), expected, atol=1e-4)
-    assert all(m.mix is None and m.__dict__["gate"] is None for layer in enc.lora_layers for m in layer)
+    assert all(m.mix is None and m.mix_fn is None for layer in enc.lora_layers for m in layer)
     assert single(**b).shape == (2, 3)
 
 

@@ -107,6 +107,7 @@ def clean_outputs(path: str | Path) -> bool:
 
 MAX_FIGURE_PX = 750  # the column is about 690 px: 7 in at the inline backend's 100 dpi, plus a tight bbox
 MAX_LOG_LINES = 10
+MAX_CODE_LINE = 88  # STYLE.md: code lines of at most 88 characters (wider ones scroll in the column)
 _EMPTY_CELL = re.compile(r"<td[^>]*>\s*(NaN|nan|NaT|inf|-inf|None|<NA>)\s*</td>")
 _REPR_CELL = re.compile(r"<td[^>]*>\s*(\{'|\[\(|\[\{|<[\w.]+ object)")
 _REPR_TEXT = re.compile(r"\w at 0x[0-9a-f]+|^\s*\{'|^\s*\[\(")
@@ -127,7 +128,7 @@ HYGIENE = ("a machine path", "a raw progress log")
 
 STYLE_KINDS = {"a table without a title": "untitled table", "a table cell shown as": "NaN/inf/None cell",
                "a Python repr in a table cell": "repr in a table", "a Python repr as its output": "repr output",
-               "a figure": "figure wider than the column"}
+               "a figure": "figure wider than the column", "a code line": "long code line"}
 
 
 def style_debt(path: str | Path) -> dict[str, int]:
@@ -149,11 +150,17 @@ def output_defects(path: str | Path) -> list[str]:
     What a program can see of the book's rules (``STYLE.md``, "How a results page reads"): a
     machine's path, a raw progress log, a log longer than :data:`MAX_LOG_LINES` lines, a table
     without a title (an HTML ``<caption>``, as :func:`xdrec.book.table` writes), a ``NaN``/``inf``
-    cell, a Python repr, a figure wider than :data:`MAX_FIGURE_PX` (shrunk on the page).
+    cell, a Python repr, a figure wider than :data:`MAX_FIGURE_PX` (shrunk on the page), a code
+    line longer than :data:`MAX_CODE_LINE` characters.
     """
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     found = []
     for i, cell in enumerate(nb["cells"]):
+        if cell.get("cell_type") == "code":
+            for n, line in enumerate("".join(cell.get("source", [])).splitlines(), 1):
+                if len(line) > MAX_CODE_LINE:
+                    found.append(f"cell {i}: a code line of {len(line)} characters (line {n}; at most "
+                                 f"{MAX_CODE_LINE})")
         for o in cell.get("outputs", []):
             text = _text(o) + json.dumps(o.get("data", {}))
             m = MACHINE_PATH.search(text)

@@ -10,7 +10,7 @@ import pandas as pd
 from .. import data
 
 
-def load_items(dataset: str, domains: Sequence[str] | None = None, *, root=None, text_encoder: dict | None = None,
+def load_items(dataset: str, domains: Sequence[str] | None = None, *, data_root=None, text_encoder: dict | None = None,
                progress: bool = True) -> tuple[pd.DataFrame, list[str], np.ndarray]:
     """Items (item, item_key, domain, domain_name, text), domain names, and their MiniLM embeddings.
 
@@ -18,7 +18,7 @@ def load_items(dataset: str, domains: Sequence[str] | None = None, *, root=None,
     """
     from .text_encoder import embed_item_texts
 
-    full = data.load(dataset, root=root)
+    full = data.load(dataset, root=data_root)
     every = full.items.reset_index(drop=True).copy()
     every["domain_name"] = every.domain.map(dict(enumerate(full.domains)))
     check_texts(every, dataset)

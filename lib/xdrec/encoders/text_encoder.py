@@ -10,7 +10,6 @@ any local sentence-transformers / BERT directory can be passed instead (``paper`
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Sequence

@@ -112,7 +112,7 @@ def study_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
 # One run
 # ----------------------------------------------------------------------------------------------
 def run_study_variant(dataset: str, *, name: str, switches: dict[str, Any], cfg: dict[str, Any], ev: dict[str, Any],
-                      profile: str = "book", domains: list[str] | None = None, seed: int = 0, root=None,
+                      profile: str = "book", domains: list[str] | None = None, seed: int = 0, data_root=None,
                       force: bool = False, progress: bool = True) -> dict[str, Any]:
     """One study run: the GenCDR pipeline (:func:`~xdrec.gencdr.train_recommender.train_and_test`)
     with ``switches`` and recommender settings ``cfg``, tested on ``domains`` (default all) under
@@ -126,7 +126,7 @@ def run_study_variant(dataset: str, *, name: str, switches: dict[str, Any], cfg:
         mode = switches["decode"]
         out = train_and_test(dataset, profile=profile, cfg=cfg, ev=ev, switches=switches, test_modes=(mode,),
                              fingerprint=code_fingerprint(*RECOMMENDER_MODULES), seed=seed, domains=domains,
-                             user_streams=True, root=root, force=force, progress=progress)
+                             user_streams=True, data_root=data_root, force=force, progress=progress)
         ds, fits = out["dataset"], out["fits"]
         extra = {"rows": {**out["rows"], "rank": out["ranks"][mode]},
                  "training": {k: f.to_dict() for k, f in fits.items()},

@@ -18,24 +18,22 @@ the plain average of the experts (Table 3's ablation of the gate).
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
 from torch import nn
 
+from ..lora import LoRALinear, replace_linears
 
-class LoRAExpertsLinear(nn.Module):
+
+class LoRAExpertsLinear(LoRALinear):
     """A frozen ``nn.Linear`` plus ``n_experts`` gated LoRA experts and one LoRA per domain."""
 
     def __init__(self, base: nn.Linear, *, n_experts: int, r: int, alpha: float, dropout: float,
                  n_domains: int, domain_r: int, domain_alpha: float, domain_dropout: float):
-        super().__init__()
         if n_experts < 1 or r < 1 or domain_r < 1:
             raise ValueError("n_experts, r and domain_r must be >= 1")
-        self.base = base
-        for p in self.base.parameters():
-            p.requires_grad_(False)
+        super().__init__(base)
         d_in, d_out = base.in_features, base.out_features
         self.n_experts, self.r, self.scale = n_experts, r, alpha / r
         self.expert_A = nn.Parameter(torch.empty(n_experts, r, d_in))
@@ -47,9 +45,9 @@ class LoRAExpertsLinear(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.domain_dropout = nn.Dropout(domain_dropout)
         for i in range(n_experts):  # the LoRA paper's init: A ~ Kaiming-uniform, B = 0
-            nn.init.kaiming_uniform_(self.expert_A.data[i], a=math.sqrt(5))
+            self.init_A_(self.expert_A.data[i])
         for a in self.domain_A:
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            self.init_A_(a)
         nn.init.normal_(self.gate.weight, std=0.02)
         self.row_domain: torch.Tensor | None = None  # [B] domain of each row, or None (no domain adapter)
         self.record_gates = False
@@ -91,17 +89,7 @@ class LoRAExpertsLinear(nn.Module):
 
 def wrap_linears(model: nn.Module, target_modules: Iterable[str], **kwargs) -> list[LoRAExpertsLinear]:
     """Replace every ``nn.Linear`` whose attribute name is in ``target_modules`` by a :class:`LoRAExpertsLinear`."""
-    targets = set(target_modules)
-    wrapped = []
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if name in targets and isinstance(child, nn.Linear):
-                new = LoRAExpertsLinear(child, **kwargs)
-                setattr(parent, name, new)
-                wrapped.append(new)
-    if not wrapped:
-        raise ValueError(f"no nn.Linear named any of {sorted(targets)} in the model")
-    return wrapped
+    return replace_linears(model, target_modules, lambda linear: LoRAExpertsLinear(linear, **kwargs))
 
 
 def set_domain(layers: Iterable[LoRAExpertsLinear], row_domain: torch.Tensor | None) -> None:

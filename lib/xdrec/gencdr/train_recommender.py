@@ -111,7 +111,7 @@ def codebook_sizes(ids: np.ndarray, tokenizer_cfg: dict[str, Any]) -> list[int]:
 
 
 def build(dataset: str, profile: str = "book", *, seed: int = 0, variant: str = "full", cfg: dict | None = None,
-          switches: dict | None = None, root=None, progress: bool = True) -> dict[str, Any]:
+          switches: dict | None = None, data_root=None, progress: bool = True) -> dict[str, Any]:
     """Everything a run needs, without training: tokenizer run, dataset, split, items, trie, model, settings.
 
     ``cfg``: the recommender settings (default: the profile's); ``switches``: a run's switches
@@ -120,8 +120,8 @@ def build(dataset: str, profile: str = "book", *, seed: int = 0, variant: str = 
     prof = get_profile(profile)
     cfg = cfg if cfg is not None else prof["gencdr_recommender"]
     switches = switches if switches is not None else {**DEFAULTS, "tokenizer": VARIANTS[variant]["tokenizer"]}
-    tok = run_tokenizer(dataset, profile=profile, variant=switches["tokenizer"], seed=seed, root=root, progress=progress)
-    ds = data.load(dataset, root=root, domains=tok.domains)
+    tok = run_tokenizer(dataset, profile=profile, variant=switches["tokenizer"], seed=seed, data_root=data_root, progress=progress)
+    ds = data.load(dataset, root=data_root, domains=tok.domains)
     if not (ds.items["item_key"].to_numpy() == tok.items["item_key"].to_numpy()).all():
         raise ValueError(f"{dataset}: the tokenizer's items are not the dataset's items (stale cache?)")
     ids = tok.ids[tok.rule]
@@ -177,7 +177,7 @@ def _sample_users(seqs: list, cap: int | None, seed: int, stream: int | None) ->
 
 def train_and_test(dataset: str, *, profile: str, cfg: dict[str, Any], ev: dict[str, Any],
                    switches: dict[str, Any], test_modes: tuple[str, ...], fingerprint: str, seed: int = 0,
-                   domains: list[str] | None = None, user_streams: bool = True, root=None, force: bool = False,
+                   domains: list[str] | None = None, user_streams: bool = True, data_root=None, force: bool = False,
                    progress: bool = True) -> dict[str, Any]:
     """The GenCDR pipeline: build, phase 1, phase 2 for the tested ``domains`` (default all), test
     under each of ``test_modes``; returns what a result records (see :func:`run_recommender`).
@@ -186,7 +186,7 @@ def train_and_test(dataset: str, *, profile: str, cfg: dict[str, Any], ev: dict[
     domain's sample does not depend on which domains are tested (the studies); otherwise both
     phases draw from the seed's stream (the main run; at the ``book`` profile it samples no one).
     """
-    run = build(dataset, profile, seed=seed, cfg=cfg, switches=switches, root=root, progress=progress)
+    run = build(dataset, profile, seed=seed, cfg=cfg, switches=switches, data_root=data_root, progress=progress)
     model, items, trie, split, ds = run["model"], run["items"], run["trie"], run["split"], run["dataset"]
     unknown = sorted(set(domains or []) - set(ds.domains))
     if unknown:
@@ -277,7 +277,7 @@ def train_and_test(dataset: str, *, profile: str, cfg: dict[str, Any], ev: dict[
             "split": {"train_timelines": len(timelines), "valid_rows": len(valid), "test_rows": len(test)}}
 
 
-def run_recommender(dataset: str, *, profile: str = "book", seed: int = 0, variant: str = "full", root=None,
+def run_recommender(dataset: str, *, profile: str = "book", seed: int = 0, variant: str = "full", data_root=None,
                     force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train (or read back) GenCDR's recommender on ``dataset`` and test it; returns the stored result."""
     if variant not in VARIANTS:
@@ -291,7 +291,7 @@ def run_recommender(dataset: str, *, profile: str = "book", seed: int = 0, varia
     def compute():
         out = train_and_test(dataset, profile=profile, cfg=cfg, ev=ev, fingerprint=fingerprint, seed=seed,
                              switches={**DEFAULTS, "tokenizer": VARIANTS[variant]["tokenizer"]}, test_modes=MODES,
-                             user_streams=False, root=root, force=force, progress=progress)
+                             user_streams=False, data_root=data_root, force=force, progress=progress)
         fits, ds = out["fits"], out["dataset"]
         domain_fits = {k.split("/", 1)[1]: v for k, v in fits.items() if k != "universal"}
         extra = {

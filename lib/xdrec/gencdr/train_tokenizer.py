@@ -153,7 +153,7 @@ class TokenizerRun:
 
 
 def run_tokenizer(dataset: str, *, profile: str = "book", variant: str = "full", seed: int = 0,
-                  domains: Sequence[str] | None = None, root=None, force: bool = False,
+                  domains: Sequence[str] | None = None, data_root=None, force: bool = False,
                   progress: bool = True) -> TokenizerRun:
     """Train (or load) GenCDR's tokenizer ``variant`` on ``dataset`` and return it with its semantic IDs."""
     if variant not in VARIANTS:
@@ -166,7 +166,7 @@ def run_tokenizer(dataset: str, *, profile: str = "book", variant: str = "full",
     cpu = prof["device"] == "cpu"
     t0 = time.perf_counter()
 
-    items, names, emb = load_items(dataset, domains, root=root, text_encoder=prof["text_encoder"], progress=progress)
+    items, names, emb = load_items(dataset, domains, data_root=data_root, text_encoder=prof["text_encoder"], progress=progress)
     x = torch.from_numpy(emb)
     dom = torch.from_numpy(items.domain.to_numpy().astype(np.int64))
     fingerprint = code_fingerprint(*FINGERPRINT_MODULES)

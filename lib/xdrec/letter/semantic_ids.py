@@ -100,7 +100,7 @@ def train_letter(x: torch.Tensor, cf: torch.Tensor, cfg: dict, *, seed: int, ckp
     return model, result
 
 
-def letter_semantic_ids(dataset: str, domains: Sequence[str], profile: str = "book", seed: int = 0, *, root=None,
+def letter_semantic_ids(dataset: str, domains: Sequence[str], profile: str = "book", seed: int = 0, *, data_root=None,
                         force: bool = False, progress: bool = True):
     """Train (or read back) LETTER on the items of ``domains``; returns a :class:`~xdrec.tiger.semantic_ids.TigerIds`."""
     from ..encoders.items import load_items
@@ -111,9 +111,9 @@ def letter_semantic_ids(dataset: str, domains: Sequence[str], profile: str = "bo
     prof = get_profile(profile)
     cfg = settings(prof, dataset)
     cpu = prof["device"] == "cpu"
-    items, names, emb = load_items(dataset, list(domains), root=root, text_encoder=prof["text_encoder"],
+    items, names, emb = load_items(dataset, list(domains), data_root=data_root, text_encoder=prof["text_encoder"],
                                    progress=progress)
-    ds = data.load(dataset, root=root, domains=list(domains))
+    ds = data.load(dataset, root=data_root, domains=list(domains))
     if len(ds.items) != len(items) or not (ds.items["item_key"].to_numpy() == items["item_key"].to_numpy()).all():
         raise ValueError(f"{dataset}: the items of the text embeddings are not the dataset's items of {list(domains)}")
     texts = sha256_text(*items.item_key.astype(str), *items.text)[:16]

@@ -75,14 +75,14 @@ def settings(profile: str, dataset: str, seed: int, overrides: Mapping[str, Any]
             "device": prof["device"]}
 
 
-def build(dataset: str, profile: str = "book", *, seed: int = 0, root=None, overrides: Mapping[str, Any] | None = None,
+def build(dataset: str, profile: str = "book", *, seed: int = 0, data_root=None, overrides: Mapping[str, Any] | None = None,
           progress: bool = True) -> dict[str, Any]:
     """Everything a run needs, without training: IDs, dataset, split, model, training examples, rows."""
     prof = get_profile(profile)
     cfg = settings(profile, dataset, seed, overrides)
     ev = cfg["eval"]
-    sid = tiger_semantic_ids(dataset, profile, seed, root=root, progress=progress)
-    ds = data.load(dataset, root=root, domains=sid.domains)
+    sid = tiger_semantic_ids(dataset, profile, seed, data_root=data_root, progress=progress)
+    ds = data.load(dataset, root=data_root, domains=sid.domains)
     if len(ds.items) != len(sid.items) or not (ds.items["item_key"].to_numpy() == sid.items["item_key"].to_numpy()).all():
         raise ValueError(f"{dataset}: the items of the semantic IDs are not the dataset's items (stale cache?)")
     split = data.leave_last_out(ds)
@@ -100,7 +100,7 @@ def build(dataset: str, profile: str = "book", *, seed: int = 0, root=None, over
 
 
 def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool = False, progress: bool = True,
-              root=None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              data_root=None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train (or read back) TIGER on ``dataset`` and test it; returns the stored result record."""
     fingerprint = code_fingerprint(*FINGERPRINT_MODULES)
     config = settings(profile, dataset, seed, overrides)
@@ -108,7 +108,7 @@ def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool
 
     def compute():
         t0 = time.perf_counter()
-        run = build(dataset, profile, seed=seed, root=root, overrides=overrides, progress=progress)
+        run = build(dataset, profile, seed=seed, data_root=data_root, overrides=overrides, progress=progress)
         t_build = time.perf_counter() - t0
         model, ds, sid, examples = run["model"], run["dataset"], run["ids"], run["examples"]
         valid, test, tc, ev = run["valid"], run["test"], config["tiger"], config["eval"]
@@ -179,7 +179,7 @@ def _flat(res: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_all(profile: str, *, force: bool = False, root=None) -> list[dict[str, Any]]:
+def run_all(profile: str, *, force: bool = False, data_root=None) -> list[dict[str, Any]]:
     """Every dataset of the profile's ``gencdr_tokenizer.datasets`` x every seed of ``tiger.seeds``.
 
     Finished, current results are read back; at the ``paper`` profile each run goes through
@@ -194,7 +194,7 @@ def run_all(profile: str, *, force: bool = False, root=None) -> list[dict[str, A
         for seed in prof["tiger"]["seeds"]:
             args = ["--dataset", dataset, "--profile", profile, "--seed", str(seed)] + (["--force"] if force else [])
             run_stage(__name__, args, profile,
-                      lambda dataset=dataset, seed=seed: run_tiger(dataset, profile=profile, seed=seed, force=force, root=root))
+                      lambda dataset=dataset, seed=seed: run_tiger(dataset, profile=profile, seed=seed, force=force, data_root=data_root))
             records.append(load_result(result_name(dataset, seed), profile))
     return records
 

@@ -71,7 +71,7 @@ def rqvae_settings(profile: str | dict, dataset: str) -> dict[str, Any]:
 
 
 def tiger_semantic_ids(dataset: str, profile: str = "book", seed: int = 0, *, domains: Sequence[str] | None = None,
-                       root=None, force: bool = False, progress: bool = True) -> TigerIds:
+                       data_root=None, force: bool = False, progress: bool = True) -> TigerIds:
     """Train (or read back) TIGER's RQ-VAE on ``dataset``'s items and return their semantic IDs.
 
     ``domains`` defaults to the profile's ``gencdr_tokenizer.datasets[dataset]`` (``None``: all).
@@ -86,7 +86,7 @@ def tiger_semantic_ids(dataset: str, profile: str = "book", seed: int = 0, *, do
     if domains is not None:
         cfg["domains"] = list(domains)
     rule = cfg["collision_rule"]
-    items, names, emb = load_items(dataset, cfg["domains"], root=root, text_encoder=prof["text_encoder"], progress=progress)
+    items, names, emb = load_items(dataset, cfg["domains"], data_root=data_root, text_encoder=prof["text_encoder"], progress=progress)
     if not (items["item"].to_numpy() == np.arange(len(items))).all():
         raise ValueError(f"{dataset}: item ids are not 0..{len(items) - 1} in row order")
     texts = sha256_text(*items.item_key.astype(str), *items.text)[:16]

@@ -297,9 +297,9 @@ def run_baseline(target: str, tokenizer: str = "tiger", *, profile: str = "book"
     def compute():
         t0 = time.perf_counter()
         if tokenizer == "letter":
-            sid = letter_semantic_ids(dataset, [target], profile, seed, root=data_root)
+            sid = letter_semantic_ids(dataset, [target], profile, seed, data_root=data_root)
         else:
-            sid = tiger_semantic_ids(dataset, profile, seed, domains=[target], root=data_root)
+            sid = tiger_semantic_ids(dataset, profile, seed, domains=[target], data_root=data_root)
         ds = data.load(dataset, data_root, domains=[target])
         if len(ds.items) != len(sid.items) or not (ds.items["item_key"].to_numpy() == sid.items["item_key"].to_numpy()).all():
             raise ValueError(f"{sid.directory}: its items are not the items of {dataset}/{target} (stale cache?)")

@@ -14,47 +14,45 @@ The backbone never trains. A source-domain model ``m`` is (backbone, adapter ``m
 from __future__ import annotations
 
 import copy
-import math
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ..lora import LoRALinear, replace_linears
+
 TARGET_MODULES = ("query", "value")  # LoRA's choice for attention (Hu et al. 2022, Sec. 7.1)
 
 
-class MultiLoRALinear(nn.Module):
+class MultiLoRALinear(LoRALinear):
     """``y = W x + (alpha / r) * B_m A_m dropout(x)`` for the active adapter ``m`` (or a mixture)."""
 
     def __init__(self, base: nn.Linear, names: Sequence[str], r: int, alpha: float, dropout: float):
-        super().__init__()
         if r < 1:
             raise ValueError("LoRA rank r must be >= 1")
-        self.base = base
-        for p in base.parameters():
-            p.requires_grad_(False)
+        super().__init__(base)
         self.names = list(names)
         self.r, self.scale = r, alpha / r
         self.lora_A = nn.ParameterDict({n: nn.Parameter(torch.empty(r, base.in_features)) for n in self.names})
         self.lora_B = nn.ParameterDict({n: nn.Parameter(torch.zeros(base.out_features, r)) for n in self.names})
         for a in self.lora_A.values():  # LoRA's init: A Kaiming-uniform, B = 0
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            self.init_A_(a)
         self.dropout = nn.Dropout(dropout)
         self.active: str | None = None
         # Mixtures (baselines): per-token weights [..., len(mix_names)] over these adapters, given
-        # either directly (``mix``) or computed from this layer's input by ``gate`` (not a submodule).
+        # either directly (``mix``) or computed from this layer's input by ``mix_fn``, a function the
+        # integrator sets (its gate modules stay the integrator's, not submodules of this layer).
         self.mix_names: list[str] = []
         self.mix: torch.Tensor | None = None
-        self.__dict__["gate"] = None
+        self.mix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def delta(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return self.scale * ((self.dropout(x) @ self.lora_A[name].T) @ self.lora_B[name].T)
+        return self.update(self.dropout(x), self.lora_A[name], self.lora_B[name], self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        gate: Callable | None = self.__dict__["gate"]
-        if gate is not None or self.mix is not None:
-            weights = gate(x) if gate is not None else self.mix
+        if self.mix_fn is not None or self.mix is not None:
+            weights = self.mix_fn(x) if self.mix_fn is not None else self.mix
             if weights.shape[:-1] != x.shape[:-1]:
                 # per-token weights given for the token sequence, applied to another input: DeBERTa's
                 # query_proj / key_proj also project the relative-position embeddings ([1, 2k, d],
@@ -121,19 +119,10 @@ class DomainLoRAEncoder(nn.Module):
             p.requires_grad_(False)
         self.domains = list(domains)
         self.hidden = backbone.config.hidden_size
-        targets = set(target_modules)
-        self.lora_layers: list[list[MultiLoRALinear]] = []
-        for layer in self.layers:
-            wrapped = []
-            for parent in list(layer.modules()):
-                for name, child in list(parent.named_children()):
-                    if name in targets and isinstance(child, nn.Linear):
-                        new = MultiLoRALinear(child, self.domains, r, alpha, dropout)
-                        setattr(parent, name, new)
-                        wrapped.append(new)
-            if not wrapped:
-                raise ValueError(f"no nn.Linear named any of {sorted(targets)} in a layer of the backbone")
-            self.lora_layers.append(wrapped)
+        self.lora_layers: list[list[MultiLoRALinear]] = [
+            replace_linears(layer, target_modules, lambda linear: MultiLoRALinear(linear, self.domains, r, alpha, dropout),
+                            where="a layer of the backbone")
+            for layer in self.layers]
         self.heads = nn.ModuleDict({d: ChoiceHead(self.hidden, pooling) for d in self.domains})
 
     @property

@@ -147,7 +147,7 @@ class AdapterMixture(nn.Module):
     def _set(self, layer: int, *, gate=None, mix=None) -> None:
         for m in self.encoder.lora_layers[layer]:
             m.mix_names = self.sources if (gate is not None or mix is not None) else []
-            m.__dict__["gate"] = gate
+            m.mix_fn = gate
             m.mix = mix
 
     def hidden_states(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
