@@ -263,14 +263,26 @@ def test_dataset_not_found_lists_every_place_looked(tmp_path, monkeypatch, no_de
     env_root = tmp_path / "from_env"
     monkeypatch.setenv("XDREC_DATA", str(env_root))
     with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load("amazon18-xcross", root=tmp_path / "given")
+        data.load("amazon18-xcross")
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for place in (tmp_path / "given", env_root, no_default_roots / "data", no_default_roots.parent / "shared" / "data"):
+    for place in (env_root, no_default_roots / "data", no_default_roots.parent / "shared" / "data"):
         assert str(place / "amazon18-xcross") in msg
     for needle in ("XDREC_DATA", "jmcauley.ucsd.edu/data/amazon/", "nijianmo.github.io/amazon/",
                    "amazon-reviews-2023.github.io", "guy-hadad/RecFormer", "meta_data.json"):
         assert needle in msg
+
+
+def test_a_root_given_is_the_only_place_looked(tmp_path, monkeypatch, no_default_roots):
+    """A root= that does not exist, or lacks the set, is refused: never silently replaced by $XDREC_DATA."""
+    write_xcross(tmp_path / "env")
+    monkeypatch.setenv("XDREC_DATA", str(tmp_path / "env"))
+    with pytest.raises(data.DatasetNotFoundError, match=r"given: no such data folder"):
+        data.load("amazon18-xcross", root=tmp_path / "given", domains=["Sports"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DatasetNotFoundError, match=r"empty/amazon18-xcross"):
+        data.load("amazon18-xcross", root=tmp_path / "empty", domains=["Sports"])
+    assert data.load("amazon18-xcross", domains=["Sports"]).n_users > 0  # without root= the environment's
 
 
 def test_load_rejects_unknown_name_policy_and_domain(tmp_path, no_default_roots):

@@ -40,6 +40,15 @@ def cache_dir(*parts: str) -> Path:
     return p
 
 
+def safe_part(part: str, what: str = "name") -> str:
+    """``part`` if it is one plain path component (no ``/``, ``\\``, ``..``, NUL, not empty); else a
+    ``ValueError``: a profile or result name must never write outside its folder."""
+    if not isinstance(part, str) or not part or part in (".", "..") or any(c in part for c in "/\\\0") \
+            or part != part.strip():
+        raise ValueError(f"{what} {part!r} is not a plain file name (no '/', '\\', '..' or surrounding spaces)")
+    return part
+
+
 def results_dir(profile: str) -> Path:
     """``results/<profile>/`` (``XDREC_RESULTS`` overrides the ``results`` folder).
 
@@ -50,7 +59,7 @@ def results_dir(profile: str) -> Path:
 
     default = project_root() / "results" / ("smoke" if smoke.active() else "")
     base = Path(os.environ.get("XDREC_RESULTS", default))
-    p = base / profile
+    p = base / safe_part(profile, "profile")
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -161,24 +161,21 @@ class GenerativeEval:
 
 
 @dataclass(frozen=True)
-class LoRAExperts:
-    """GenCDR's universal LoRA experts (Eq. 9): N = 4 experts of r = 64, alpha = 128, and the MoE gate's
-    load-balancing weight."""
-
-    n: int = 4
-    r: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
-    balance_weight: float = 0.01
-
-
-@dataclass(frozen=True)
 class LoRA:
     """One LoRA adapter: rank, scale alpha, dropout (and the linear layers it adapts, where a model names them)."""
 
     r: int = 64
     alpha: int = 128
     dropout: float = 0.05
+
+
+@dataclass(frozen=True)
+class LoRAExperts(LoRA):
+    """GenCDR's universal LoRA experts (Eq. 9): N = 4 experts of r = 64, alpha = 128, and the MoE gate's
+    load-balancing weight."""
+
+    n: int = 4
+    balance_weight: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -234,9 +231,9 @@ class GenCDRStudies:
 
 # ------------------------------------------------------------------ TIGER
 @dataclass(frozen=True)
-class TIGER:
-    """TIGER (Rajput et al., NeurIPS 2023, Sec. 4): RQ-VAE IDs (3 x 256 codes + a collision level), T5
-    encoder-decoder with 4 + 4 layers, 6 heads of 64, d_model 128, MLP 1024, dropout 0.1."""
+class T5:
+    """The T5 of TIGER's recommender (Sec. 4: 4 + 4 layers, 6 heads of 64, d_model 128, MLP 1024, dropout
+    0.1), as TIGER and UTGRec use it (UTGRec Sec. 3.1.4; its depth tuned in 1..6: Figure 2)."""
 
     d_model: int = 128
     n_layers: int = 4
@@ -244,6 +241,13 @@ class TIGER:
     d_kv: int = 64
     d_ff: int = 1024
     dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TIGER(T5):
+    """TIGER (Rajput et al., NeurIPS 2023, Sec. 4): RQ-VAE IDs (3 x 256 codes + a collision level) and
+    its T5, trained with AdamW."""
+
     collision_rule: str = "extra_level"
     epochs: int = 50
     lr: float = 1e-3
@@ -372,18 +376,6 @@ class UTGRecTokenizer:
     pretrain: Optimisation = _of(Optimisation, epochs=3, lr=3e-4, batch_size=256)
     finetune: Optimisation = _of(Optimisation, epochs=20, lr=1e-4, batch_size=256)
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class T5:
-    """The T5 of TIGER's recommender, as UTGRec uses it (Sec. 3.1.4; its depth tuned in 1..6: Figure 2)."""
-
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 6
-    d_kv: int = 64
-    d_ff: int = 1024
-    dropout: float = 0.1
 
 
 @dataclass(frozen=True)

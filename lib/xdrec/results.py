@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from . import smoke
-from .io import is_main_process, read_json, wait_for_main, write_json
-from .paths import project_root, results_dir
+from .io import BadInput, is_main_process, read_json, wait_for_main, write_json
+from .paths import project_root, results_dir, safe_part
 
 
 def git_commit() -> str:
@@ -45,8 +45,18 @@ def device_name() -> str:
 
 
 def result_path(name: str, profile: str) -> Path:
-    """Where result ``name`` of ``profile`` is stored: ``results/<profile>/<name>.json``."""
-    return results_dir(profile) / f"{name}.json"
+    """Where result ``name`` of ``profile`` is stored: ``results/<profile>/<name>.json`` (a name or
+    profile that is not a plain file name, e.g. with ``/`` or ``..``, is refused)."""
+    return results_dir(profile) / f"{safe_part(name, 'result name')}.json"
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A stored result: a JSON object with ``metrics`` and ``provenance`` (else :class:`BadInput` naming the file)."""
+    rec = read_json(path, expect=dict)
+    missing = [k for k in ("metrics", "provenance") if k not in rec]
+    if missing:
+        raise BadInput(f"{path}: not a result record (no {' or '.join(repr(k) for k in missing)} key)")
+    return rec
 
 
 def make_record(name: str, metrics: dict[str, Any], *, profile: str, dataset: str, split: str, seed: int,
@@ -95,11 +105,11 @@ def load_result(name: str, profile: str) -> dict[str, Any]:
     path = result_path(name, profile)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such result; run the notebook or `./reproduce.sh --profile {profile}` that writes it")
-    return smoke.check_record(read_json(path), path)
+    return smoke.check_record(read_record(path), path)
 
 
 def load_results(profile: str, prefix: str = "") -> list[dict[str, Any]]:
-    return [smoke.check_record(read_json(p), p) for p in sorted(results_dir(profile).glob(f"{prefix}*.json"))]
+    return [smoke.check_record(read_record(p), p) for p in sorted(results_dir(profile).glob(f"{prefix}*.json"))]
 
 
 def code_fingerprint(*modules: str) -> str:
@@ -137,11 +147,18 @@ def load_if_current(name: str, profile: str, fingerprint: str, config: dict[str,
     check that a change left every stored result current, in seconds instead of hours.
     """
     path = result_path(name, profile)
-    why = None
+    why, rec = None, None
     if not path.exists():
         why = "no such file"
     else:
-        rec = read_json(path)
+        try:
+            rec = read_record(path)
+        except BadInput as e:  # cut short, not UTF-8, not a record: recomputed (and rewritten), with a warning
+            why = f"unreadable ({str(e).removeprefix(f'{path}: ')})"
+            import warnings
+
+            warnings.warn(f"{path}: {why}; it is recomputed", stacklevel=2)
+    if rec is not None:
         stored_fp = rec.get("provenance", {}).get("code_fingerprint")
         if stored_fp != fingerprint:
             why = f"made by code {stored_fp}, the code now is {fingerprint}"

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from . import smoke
-from .io import atomic_path, load_safetensors, read_json, save_safetensors, write_json
+from .io import BadInput, atomic_path, load_safetensors, load_torch_state, read_json, save_safetensors, write_json
 
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -208,12 +208,17 @@ def load_model_state(model: torch.nn.Module, path: str | Path) -> None:
 
     from safetensors import safe_open
 
+    tensors = load_safetensors(path)  # a BadInput names a file cut short or corrupted
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    tensors = load_safetensors(path)
     for alias, name in json.loads(meta.get("aliases", "{}")).items():
         tensors[alias] = tensors[name]
-    _load_tensors(model, tensors, trainable_only=json.loads(meta.get("trainable_only", "false")))
+    try:
+        _load_tensors(model, tensors, trainable_only=json.loads(meta.get("trainable_only", "false")))
+    except (KeyError, RuntimeError) as e:  # other names, or another size ("size mismatch for ...")
+        detail = str(e).strip().strip('"').splitlines()
+        raise BadInput(f"{path}: its weights do not fit this model ({' '.join(detail)[:300]}); a checkpoint "
+                       "of another model or size: delete it, or point the run at another checkpoint folder") from None
 
 
 def _load_tensors(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], trainable_only: bool) -> None:
@@ -455,6 +460,24 @@ class _Run:
     best_state: dict[str, torch.Tensor] | None = None  # the in-memory best when there is no checkpoint folder
 
 
+# Settings a checkpoint must have been made with to be resumed or reused: any other value would
+# continue (or return) a run of other settings. The budget (epochs, max_steps, patience) may grow.
+RESUME_SETTINGS = ("lr", "weight_decay", "batch_size", "grad_clip", "seed", "schedule", "warmup_steps",
+                   "gradient_accumulation_steps", "mixed_precision", "eval_every", "checkpoint_trainable_only")
+
+
+def check_resumable(stored: Mapping[str, Any] | None, config: TrainConfig, where: Path) -> None:
+    """Refuse (``ValueError`` naming ``where`` and the settings) a checkpoint made with other
+    :data:`RESUME_SETTINGS` than ``config``'s."""
+    if not stored:
+        return
+    now = config.to_dict()
+    differ = [f"{k} {stored[k]!r} -> {now[k]!r}" for k in RESUME_SETTINGS if k in stored and stored[k] != now[k]]
+    if differ:
+        raise ValueError(f"{where}: made with other settings ({'; '.join(differ)}); it is not continued. "
+                         "Delete the checkpoint folder, or give this run another one")
+
+
 def _finished(model: torch.nn.Module, ckpt: Path | None, config: TrainConfig, metric: str) -> TrainResult | None:
     """A run finished in ``ckpt`` with this config: its best weights loaded into ``model``, its result."""
     if ckpt is None:
@@ -482,6 +505,7 @@ def _start(model, train_data, config: TrainConfig, ckpt: Path | None, loss_fn: L
     if resume is None:
         seed_everything(config.seed)
     else:
+        check_resumable(resume.get("config"), config, ckpt / resume["dir"])
         load_model_state(model, ckpt / resume["dir"] / "model.safetensors")
 
     # Distributed (torchrun, accelerate launch of several processes): the loss is computed inside the
@@ -500,7 +524,7 @@ def _start(model, train_data, config: TrainConfig, ckpt: Path | None, loss_fn: L
         _lr_lambda(config.schedule, config.warmup_steps, total_steps),
     )
     if resume is not None:
-        state = torch.load(ckpt / resume["dir"] / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = load_torch_state(ckpt / resume["dir"] / "trainer_state.pt")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -696,7 +720,8 @@ def _save_checkpoint(ckpt: Path, model, optimizer, scheduler, loop: _LoopState, 
     with atomic_path(folder / "trainer_state.pt") as tmp:
         torch.save(state, tmp)
     write_json(ckpt / "history.json", loop.history)
-    write_json(ckpt / "last.json", {"epoch": loop.epoch, "dir": name, "best_file": loop.best_file})
+    write_json(ckpt / "last.json", {"epoch": loop.epoch, "dir": name, "best_file": loop.best_file,
+                                    "config": config.to_dict()})
     for old in ckpt.glob("epoch-*"):
         if old.is_dir() and old.name != name:
             shutil.rmtree(old, ignore_errors=True)
@@ -709,7 +734,9 @@ def _read_last(ckpt: Path) -> dict[str, Any] | None:
     pointer = ckpt / "last.json"
     if not pointer.exists():
         return None
-    last = read_json(pointer)
+    last = read_json(pointer, expect=dict)
+    if "dir" not in last:
+        raise BadInput(f"{pointer}: no 'dir' key (the checkpoint it should point at)")
     folder = ckpt / last["dir"]
     if not (folder / "model.safetensors").exists() or not (folder / "trainer_state.pt").exists():
         raise FileNotFoundError(f"{pointer} points at {folder}, which is incomplete")
@@ -721,7 +748,9 @@ def _finished_result(ckpt: Path, config: TrainConfig, metric: str) -> dict[str, 
     done_file = ckpt / "done.json"
     if not done_file.exists():
         return None
-    done = read_json(done_file)
+    done = read_json(done_file, expect=dict)
+    if not isinstance(done.get("result"), dict):
+        raise BadInput(f"{done_file}: no 'result' object (the finished run's result)")
     res = done["result"]
     if res.get("metric") != metric:
         raise ValueError(f"{done_file} selected on {res.get('metric')!r}, asked for {metric!r}")
@@ -733,6 +762,7 @@ def _finished_result(ckpt: Path, config: TrainConfig, metric: str) -> dict[str, 
     )
     if not covers or done.get("best_file") is None:
         return None
+    check_resumable(done.get("config"), config, ckpt)  # a finished run is returned only for its own settings
     res = dict(res)
     res["_best_file"] = done["best_file"]
     return res

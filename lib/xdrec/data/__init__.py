@@ -96,9 +96,17 @@ def find_dataset(name: str, root: str | os.PathLike | None = None) -> Path:
     """The folder of dataset ``name``: the first data root (see
     :func:`xdrec.paths.data_root_candidates`) that holds a folder called ``name``.
 
-    Raises :class:`DatasetNotFoundError`, listing every place looked, if there is none.
+    Raises :class:`DatasetNotFoundError`, listing every place looked, if there is none. A ``root``
+    given explicitly is the only place looked: a folder that does not exist, or lacks ``name``, is
+    refused rather than silently replaced by ``$XDREC_DATA`` or ``../shared/data``.
     """
     spec = _spec(name)
+    if root is not None:
+        if not Path(root).is_dir():
+            raise DatasetNotFoundError(f"{root}: no such data folder (passed as root= for dataset {name!r})")
+        if not (Path(root) / name).is_dir():
+            raise DatasetNotFoundError(_not_found_message(spec, [Path(root) / name]))
+        return Path(root) / name
     candidates = data_root_candidates(root)
     for cand in candidates:
         if (cand / name).is_dir():
@@ -156,8 +164,11 @@ def load(
     if cache and (entry / "dataset.json").is_file():
         try:
             ds = MultiDomainDataset.load(entry)
-        except (ValueError, OSError, KeyError):
-            pass  # a damaged or outdated entry: rebuild it below
+        except (ValueError, OSError, KeyError) as e:  # a damaged or outdated entry: rebuilt below
+            import warnings
+
+            warnings.warn(f"{entry}: a damaged cache entry ({type(e).__name__}: {e}); the dataset is rebuilt",
+                          stacklevel=2)
     if ds is None:
         started = time.perf_counter()
         ds = spec.reader(folder, chosen)

@@ -27,7 +27,9 @@ import ast
 import gzip
 import io
 import json
+import math
 import os
+from zlib import error as zlib_error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -99,20 +101,44 @@ def open_text(path: str | os.PathLike) -> io.TextIOBase:
     return open(path, encoding="utf-8")
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The numbered lines of ``path`` (gzip or plain), each decoded as UTF-8 on its own, so that a
+    byte that is not UTF-8 or a gzip stream cut short raises :class:`MalformedLineError` at its line."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    line_number = 0
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        while True:
+            try:
+                raw = f.readline()
+            except (EOFError, gzip.BadGzipFile, OSError, zlib_error) as e:
+                raise MalformedLineError(path, line_number + 1, f"the file is cut short or not valid gzip "
+                                         f"({type(e).__name__}: {e})") from None
+            if not raw:
+                return
+            line_number += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MalformedLineError(path, line_number, f"not UTF-8 text ({e.reason} at byte {e.start} "
+                                         "of the line)") from None
+            yield line_number, line
+
+
 def iter_records(path: str | os.PathLike, parse: Callable[[str], Any], parser_name: str) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line; each record must be a dict."""
-    with open_text(path) as f:
-        for line_number, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = parse(line)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
-                raise MalformedLineError(path, line_number, f"not a valid {parser_name} object ({type(e).__name__}: {e})") from None
-            if not isinstance(record, dict):
-                raise MalformedLineError(path, line_number, f"expected an object, got {type(record).__name__}")
-            yield line_number, record
+    path = Path(path)
+    for line_number, line in _lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = parse(line)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+            raise MalformedLineError(path, line_number, f"not a valid {parser_name} object ({type(e).__name__}: {e})") from None
+        if not isinstance(record, dict):
+            raise MalformedLineError(path, line_number, f"expected an object, got {type(record).__name__}")
+        yield line_number, record
 
 
 def _require_str(record: dict, field: str, path: Path, line_number: int) -> str:
@@ -124,16 +150,23 @@ def _require_str(record: dict, field: str, path: Path, line_number: int) -> str:
     return value
 
 
+MAX_TIME = 2 ** 53  # the largest time kept exactly (milliseconds reach 1.7e12 in 2023)
+
+
 def _require_time(record: dict, field: str, path: Path, line_number: int) -> int:
     value = record.get(field)
     if value is None:
         raise MalformedLineError(path, line_number, f"missing field {field!r}")
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return int(value)
-    except (TypeError, ValueError):
-        raise MalformedLineError(path, line_number, f"field {field!r} must be an integer time, got {value!r}") from None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # 1.7e9 written as a float
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedLineError(path, line_number, f"field {field!r} must be an integer time, got {value!r}")
+    if not 0 <= value < MAX_TIME:
+        raise MalformedLineError(path, line_number, f"field {field!r} = {value} is outside 0..{MAX_TIME - 1} "
+                                 "(unix seconds or milliseconds)")
+    return value
 
 
 def read_reviews(path: str | os.PathLike, fmt: RawFormat) -> pd.DataFrame:
@@ -144,6 +177,8 @@ def read_reviews(path: str | os.PathLike, fmt: RawFormat) -> pd.DataFrame:
         users.append(_require_str(rec, fmt.user_field, path, line_number))
         items.append(_require_str(rec, fmt.item_field, path, line_number))
         times.append(_require_time(rec, fmt.time_field, path, line_number))
+    if not users:
+        raise MalformedLineError(path, 1, "no reviews: the file is empty or blank")
     return pd.DataFrame({
         "user_key": pd.Series(users, dtype=object),
         "item_key": pd.Series(items, dtype=object),
@@ -179,11 +214,20 @@ def read_item_texts(path: str | os.PathLike, fmt: RawFormat, wanted: set[str] | 
     """
     path = Path(path)
     texts: dict[str, str] = {}
+    records = 0
     for line_number, rec in iter_records(path, fmt.meta_parser, fmt.meta_parser_name):
+        records += 1
         key = _require_str(rec, fmt.meta_item_field, path, line_number)
+        title = rec.get("title")
+        if title is not None and not isinstance(title, str):  # e.g. a Python set in a 2014 meta line
+            raise MalformedLineError(path, line_number, f"item {key!r}: field 'title' must be a string, got "
+                                     f"{type(title).__name__} {title!r:.60}")
         if key in texts or (wanted is not None and key not in wanted):
             continue
         texts[key] = item_text(rec, max_chars)
+    if not records:
+        raise MalformedLineError(path, 1, "no item records: the file is empty or blank (leave meta out "
+                                 "for a domain without text)")
     return texts
 
 

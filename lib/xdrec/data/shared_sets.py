@@ -25,6 +25,7 @@ import pandas as pd
 
 from xdrec.data.dataset import MultiDomainDataset, assemble
 from xdrec.data.text import clean_text
+from xdrec.io import BadInput, read_json, read_text
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,23 @@ def _xcross_files(domains: Sequence[str]) -> list[str]:
     return [f"{d}/{f}" for d in domains for f in _XCROSS_FILES]
 
 
+def _title(titles: dict, asin: str, path: Path) -> str:
+    """An item's cleaned title: a string, a number, or missing (``None``, NaN); a list, object or set
+    (no title a reader could show) names the item."""
+    value = titles.get(asin)
+    if isinstance(value, (list, dict, set, tuple, bool)):
+        raise BadInput(f"{path}: item {asin!r}: the title must be a string, got {type(value).__name__} {value!r:.60}")
+    return clean_text(value)
+
+
 def _inverse_index(mapping: dict[str, int], what: Path) -> np.ndarray:
     """``{key: index}`` with indices ``0..n-1`` -> array of keys by index."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise BadInput(f"{what}: expected a non-empty JSON object {{key: index}}")
     keys = np.empty(len(mapping), dtype=object)
     for key, idx in mapping.items():
+        if isinstance(idx, bool) or not isinstance(idx, int):
+            raise BadInput(f"{what}: key {key!r}: the index must be an integer, got {idx!r}")
         if not 0 <= idx < len(mapping) or keys[idx] is not None:
             raise ValueError(f"{what}: indices are not a permutation of 0..{len(mapping) - 1} (at {key!r})")
         keys[idx] = key
@@ -73,26 +87,42 @@ def read_amazon18_xcross(folder: str | Path, domains: Sequence[str] | None = Non
     event_frames, item_frames, per_domain = [], [], {}
     for d, dom in enumerate(domains):
         sub = folder / dom
-        titles = json.loads((sub / "meta_data.json").read_text(encoding="utf-8"))
-        asin_by_index = _inverse_index(json.loads((sub / "smap.json").read_text(encoding="utf-8")), sub / "smap.json")
-        user_by_index = _inverse_index(json.loads((sub / "umap.json").read_text(encoding="utf-8")), sub / "umap.json")
-        train = json.loads((sub / "train.json").read_text(encoding="utf-8"))
-        test = json.loads((sub / "test.json").read_text(encoding="utf-8"))
+        titles = read_json(sub / "meta_data.json", expect=dict)
+        asin_by_index = _inverse_index(read_json(sub / "smap.json", expect=dict), sub / "smap.json")
+        user_by_index = _inverse_index(read_json(sub / "umap.json", expect=dict), sub / "umap.json")
+        train = read_json(sub / "train.json", expect=dict)
+        test = read_json(sub / "test.json", expect=dict)
         if set(train) & set(test):
             raise ValueError(f"{sub}: users present in both train.json and test.json")
-        histories = {int(u): seq for part in (train, test) for u, seq in part.items()}
+        histories = {}
+        n_users, n_items = len(user_by_index), len(asin_by_index)
+        for part, part_path in ((train, sub / "train.json"), (test, sub / "test.json")):
+            for u, seq in part.items():
+                user = int(u) if u.isdigit() else -1
+                if not 0 <= user < n_users:
+                    raise BadInput(f"{part_path}: user {u!r}: not a user index in 0..{n_users - 1} (umap.json)")
+                if not isinstance(seq, list) or not seq:
+                    raise BadInput(f"{part_path}: user {u!r}: the history must be a non-empty list of item indices")
+                for pos, i in enumerate(seq):
+                    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_items:
+                        raise BadInput(f"{part_path}: user {u!r}, position {pos}: item index {i!r} is not in "
+                                       f"0..{n_items - 1} (smap.json)")
+                histories[user] = seq
+        if not histories:
+            raise BadInput(f"{sub / 'train.json'}: no users in train.json or test.json")
         order = sorted(histories)
+        users = np.asarray(order, dtype=np.int64)
         lengths = np.fromiter((len(histories[u]) for u in order), dtype=np.int64, count=len(order))
         flat = np.fromiter((i for u in order for i in histories[u]), dtype=np.int64, count=int(lengths.sum()))
         event_frames.append(pd.DataFrame({
-            "user_key": np.repeat(user_by_index[np.asarray(order, dtype=np.int64)], lengths),
+            "user_key": np.repeat(user_by_index[users], lengths),
             "domain": d,
             "item_key": asin_by_index[flat],
         }))
         item_frames.append(pd.DataFrame({
             "domain": d,
             "item_key": asin_by_index,
-            "text": [clean_text(titles.get(a)) for a in asin_by_index],
+            "text": [_title(titles, a, sub / "meta_data.json") for a in asin_by_index],
         }))
         per_domain[dom] = {"train_users": len(train), "test_users": len(test)}
     return assemble(
@@ -121,36 +151,57 @@ def read_food_kitchen(folder: str | Path, domains: Sequence[str] | None = None) 
     none). ``domains`` may restrict to one of the two domains.
     """
     folder = Path(folder)
-    item_map = json.loads((folder / "map_item_50.txt").read_text(encoding="utf-8"))
-    user_map = json.loads((folder / "map_user_50.txt").read_text(encoding="utf-8"))
-    titles = [json.loads((folder / f).read_text(encoding="utf-8")) for f in ("titles_food.json", "titles_kitchen.json")]
+    item_path = folder / "map_item_50.txt"
+    item_map = read_json(item_path, expect=dict)
+    user_map = read_json(folder / "map_user_50.txt", expect=dict)
+    title_files = [folder / f for f in ("titles_food.json", "titles_kitchen.json")]
+    titles = [read_json(f, expect=dict) for f in title_files]
+    if not item_map:
+        raise BadInput(f"{item_path}: no items")
+    for asin, entry in item_map.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                   for v in entry)) \
+                or entry[0] < 0 or entry[1] not in (0, 1):
+            raise BadInput(f"{item_path}: item {asin!r}: expected [index >= 0, domain 0 or 1], got {entry!r:.60}")
 
     n_items = max(idx for idx, _ in item_map.values()) + 1
     asin_by_index = np.empty(n_items, dtype=object)
     domain_by_index = np.full(n_items, -1, dtype=np.int64)
     for asin, (idx, dom) in item_map.items():
+        if asin_by_index[idx] is not None:
+            raise BadInput(f"{item_path}: item {asin!r}: index {idx} is already item {asin_by_index[idx]!r}")
         asin_by_index[idx] = asin
         domain_by_index[idx] = dom
     reviewer_by_index = _inverse_index(user_map, folder / "map_user_50.txt")
 
     users, items, times = [], [], []
     path = folder / "afk_50_preprocessed.txt"
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            try:
-                user = int(tokens[0])
-                pairs = [t.split("|") for t in tokens[1:]]
-                items.extend(int(i) for i, _ in pairs)
-                times.extend(int(t) for _, t in pairs)
-            except ValueError as e:
-                raise ValueError(f"{path}:{line_no}: expected 'user item|time item|time ...' ({e})") from None
-            users.extend([user] * len(pairs))
+    # the lines of a UTF-8 file (a BadInput names a byte that is not)
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        try:
+            user = int(tokens[0])
+            pairs = [t.split("|") for t in tokens[1:]]
+            line_items = [int(i) for i, _ in pairs]
+            line_times = [int(t) for _, t in pairs]
+        except ValueError as e:
+            raise BadInput(f"{path}, line {line_no}: expected 'user item|time item|time ...' ({e})") from None
+        if not pairs:
+            raise BadInput(f"{path}, line {line_no}: user {user} has no events")
+        if not 0 <= user < len(reviewer_by_index):
+            raise BadInput(f"{path}, line {line_no}: user index {user} is outside 0..{len(reviewer_by_index) - 1} "
+                           "(map_user_50.txt)")
+        for i in line_items:
+            if not 0 <= i < n_items or domain_by_index[i] < 0:
+                raise BadInput(f"{path}, line {line_no}: item index {i} is not in map_item_50.txt")
+        items.extend(line_items)
+        times.extend(line_times)
+        users.extend([user] * len(pairs))
+    if not users:
+        raise BadInput(f"{path}: no events: the file is empty or blank")
     items_arr = np.asarray(items, dtype=np.int64)
-    if (domain_by_index[items_arr] < 0).any():
-        raise ValueError(f"{path}: item indices missing from map_item_50.txt")
     events = pd.DataFrame({
         "user_key": reviewer_by_index[np.asarray(users, dtype=np.int64)],
         "domain": domain_by_index[items_arr],
@@ -163,7 +214,7 @@ def read_food_kitchen(folder: str | Path, domains: Sequence[str] | None = None) 
     item_table = pd.DataFrame({
         "domain": domain_by_index[order],
         "item_key": asin_by_index[order],
-        "text": [clean_text(titles[d].get(a)) for d, a in zip(domain_by_index[order], asin_by_index[order])],
+        "text": [_title(titles[d], a, title_files[d]) for d, a in zip(domain_by_index[order], asin_by_index[order])],
     })
     ds = assemble("amazon14-food-kitchen", FOOD_KITCHEN_DOMAINS, events, item_table, timeline="timestamp",
                   meta={"source": "amazon14-food-kitchen", "folder": str(folder),
@@ -194,15 +245,17 @@ def read_5core_sequences(folder: str | Path, domains: Sequence[str] | None = Non
 
         user_keys, item_keys = [], []
         path = folder / dom / "user_sequence.txt"
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                tokens = line.split()
-                if not tokens:
-                    continue
-                if len(tokens) < 2:
-                    raise ValueError(f"{path}:{line_no}: a user with no item")
-                user_keys.extend([tokens[0]] * (len(tokens) - 1))
-                item_keys.extend(tokens[1:])
+        # the lines of a UTF-8 file (a BadInput names a byte that is not)
+        for line_no, line in enumerate(read_text(path).split("\n"), start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) < 2:
+                raise BadInput(f"{path}, line {line_no}: a user with no item")
+            user_keys.extend([tokens[0]] * (len(tokens) - 1))
+            item_keys.extend(tokens[1:])
+        if not user_keys:
+            raise BadInput(f"{path}: no sequences: the file is empty or blank")
         frames.append(pd.DataFrame({"user_key": user_keys, "domain": d, "item_key": item_keys}))
         if dom in FIVECORE_TEXT and (folder / dom / FIVECORE_TEXT[dom]).is_file():  # numbered as without text
             text = _read_item_text(folder / dom / FIVECORE_TEXT[dom], d).set_index("item_key")["text"]

@@ -57,6 +57,10 @@ def constrained_beam_search(step_fn: StepFn, trie: TrieTensors, domains: torch.T
     for level in range(trie.n_levels):
         allowed = trie.allowed(nodes, level)  # [B, n, K]
         logp = step_fn(prefix, allowed).to(scores.dtype).masked_fill(~allowed, NEG_INF)
+        if torch.isnan(logp).any():  # NaN would rank as a real score and return an arbitrary item
+            rows = torch.isnan(logp).flatten(1).any(1).nonzero().flatten()[:5].tolist()
+            raise ValueError(f"level {level}: the step function scored allowed codes as NaN (rows {rows}); "
+                             "the model's outputs are not finite")
         cand = (scores.unsqueeze(-1) + logp).flatten(1)  # [B, n*K]
         K = allowed.shape[-1]
         top, idx = cand.topk(min(beams, cand.shape[1]), dim=1)

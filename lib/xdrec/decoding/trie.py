@@ -89,6 +89,11 @@ class TrieTensors:
         return self.child.shape[0]
 
     def root(self, domains: torch.Tensor) -> torch.Tensor:
+        """The root node of each row's domain trie (a ``ValueError`` names a domain index out of range)."""
+        if domains.numel() and (int(domains.min()) < 0 or int(domains.max()) >= len(self.roots)):
+            bad = domains[(domains < 0) | (domains >= len(self.roots))]
+            raise ValueError(f"domain index {int(bad[0])} out of range: the prefix tree has domains "
+                             f"0..{len(self.roots) - 1}")
         return self.roots[domains]
 
     def allowed(self, nodes: torch.Tensor, level: int) -> torch.Tensor:

@@ -91,22 +91,48 @@ def encoder_name(path: str | os.PathLike | None = None, max_length: int = 64) ->
     return f"{name}:mean-pool:max_length={max_length}"
 
 
+def _cache_defect(path: Path, n: int) -> str | None:
+    """Why a cached embedding file cannot be used (``None``: it can)."""
+    from ..io import BadInput, read_json
+
+    try:
+        emb = load_numpy(path)
+    except BadInput as e:
+        return f"unreadable ({e})"
+    if emb.ndim != 2 or emb.shape[0] != n:
+        return f"shape {emb.shape}, expected {n} rows"
+    record = path.with_suffix(".json")
+    try:
+        dim = read_json(record, expect=dict).get("dim") if record.exists() else None
+    except BadInput:
+        dim = None
+    if dim is not None and emb.shape[1] != dim:
+        return f"{emb.shape[1]} columns, its record says {dim}"
+    if not np.isfinite(emb).all():
+        return f"{int((~np.isfinite(emb).all(1)).sum())} rows hold NaN or inf"
+    return None
+
+
 def embed_item_texts(texts: Sequence[str], encoder: TextEncoder | None = None, *,
                      model_path: str | os.PathLike | None = None, batch_size: int = 256,
                      progress: bool = True, cache: bool = True) -> np.ndarray:
     """Embeddings of ``texts``, read from the cache when this (model, texts) pair was seen before.
 
     The cache key is the SHA-256 of the model name and every text, so a changed title or a
-    different encoder never reuses stale vectors.
+    different encoder never reuses stale vectors. A cached file that is unreadable, of another
+    shape than its record (rows, width), or holds NaN or inf is recomputed, with a warning naming it.
     """
     texts = list(texts)
     enc_name = encoder.name if encoder is not None else encoder_name(model_path)
     key = sha256_text(enc_name, *texts)[:24]
     path = cache_dir("embeddings") / f"{key}.npy"
     if cache and path.exists():
-        emb = load_numpy(path)
-        if emb.shape[0] == len(texts):
-            return emb
+        why = _cache_defect(path, len(texts))
+        if why is None:
+            return load_numpy(path)
+        import warnings
+
+        warnings.warn(f"{path}: {why}; the embeddings are recomputed", stacklevel=2)
     encoder = encoder or TextEncoder(model_path)
     emb = encoder.encode(texts, batch_size=batch_size, progress=progress)
     if cache:

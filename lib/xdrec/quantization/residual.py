@@ -42,10 +42,20 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Ten
 
     k-means++ (Arthur & Vassilvitskii, 2007) draws each new seed with probability proportional
     to its squared distance from the seeds so far, which avoids the local optima of uniformly
-    drawn seeds. An empty cluster takes a random point.
+    drawn seeds. An empty cluster takes a random point. Rows with NaN or inf, or no rows at all,
+    raise a ``ValueError``; asking for more centroids than there are points warns and returns ``k``
+    centroids of which only ``n`` can be distinct (the others repeat points).
     """
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"k-means needs a non-empty [n, D] matrix of points, got shape {tuple(x.shape)}")
+    ResidualQuantizer.check_finite(x)
     n = x.shape[0]
+    if k > n:
+        import warnings
+
+        warnings.warn(f"k-means asked for {k} centroids from {n} points: at most {n} of them are distinct",
+                      stacklevel=2)
+    g = torch.Generator(device="cpu").manual_seed(seed)
     centroids = x.new_empty(k, x.shape[1])
     centroids[0] = x[torch.randint(n, (1,), generator=g)][0]
     d2 = ((x - centroids[0]) ** 2).sum(1)
@@ -74,6 +84,8 @@ class ResidualQuantizer(nn.Module):
 
     @staticmethod
     def check_finite(z: torch.Tensor) -> None:
+        if z.ndim >= 1 and z.shape[0] == 0:
+            raise ValueError("an empty batch of latents: there is nothing to quantise")
         bad = (~torch.isfinite(z)).any(-1).nonzero().flatten()
         if len(bad):
             raise ValueError(f"latent rows {bad[:10].tolist()} hold NaN or inf: quantising them would corrupt the codebooks")
@@ -116,12 +128,20 @@ class ResidualQuantizer(nn.Module):
         return torch.stack(codes, 1)
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """``z_hat = sum_d e_{c_d}`` for codes [B, M]."""
+        """``z_hat = sum_d e_{c_d}`` for codes [B, M] (a ``ValueError`` names a code outside ``0..K-1``)."""
+        if codes.ndim != 2 or codes.shape[1] != self.n_levels:
+            raise ValueError(f"codes must be [B, {self.n_levels}], got shape {tuple(codes.shape)}")
+        bad = ((codes < 0) | (codes >= self.codebook_size)).nonzero()
+        if len(bad):
+            row, level = (int(v) for v in bad[0])
+            raise ValueError(f"row {row}, level {level}: code {int(codes[row, level])} is not in "
+                             f"0..{self.codebook_size - 1}")
         return sum(self.codebooks[d][codes[:, d]] for d in range(self.n_levels))
 
     @torch.no_grad()
     def init_kmeans(self, z: torch.Tensor, iters: int = 25, seed: int = 0) -> None:
         """Set each codebook to the k-means centroids of its level's residuals on ``z``."""
+        self.check_finite(z)
         r = z
         for d in range(self.n_levels):
             self.codebooks.data[d] = kmeans(r, self.codebook_size, iters=iters, seed=seed + d)
