@@ -1,0 +1,188 @@
+"""The evidence behind a row of a results table: its budget, whether it converged, what it can resolve.
+
+Every generative model of the book (TIGER, LETTER, GenCDR, UTGRec) is trained by
+:func:`xdrec.training.fit`, whose result (stored in each record's ``extra["training"]``) holds the
+optimiser steps, the per-epoch history and the stop reason. From it:
+
+- :func:`budget`: optimiser steps, training targets seen, true epochs (targets seen over the
+  targets of one pass over the training data), wall time and device, the columns every table
+  states per row;
+- :func:`convergence`: a run *converged* when its validation metric did not improve over its last
+  ``k`` evaluations (or training stopped early for that reason); otherwise it was *still
+  improving* when its budget ended, and the verdict says by how much over those evaluations;
+- :func:`detectable_difference`: the smallest difference in a per-row metric that a two-sided
+  paired t-test at level ``alpha`` detects with probability ``power`` on ``n`` test rows,
+  ``(z_{1-alpha/2} + z_{power}) * sd(diff) / sqrt(n)``; from the measured per-row values of two
+  runs, or, before a second run exists, from one run's hit rate ``p`` (the other run's rows
+  independent, at ``p + d``). A table states it, so that a reader knows which of the
+  paper's claimed differences the table could have seen.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a training run spent: the columns a results table states for each row."""
+
+    steps: int  # optimiser steps
+    targets_seen: int  # training targets (next items) the steps were computed on
+    true_epochs: float  # targets_seen / the training targets of one pass over the data
+    wall_time_s: float | None
+    device: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def budget(training: Mapping[str, Any], *, batch_size: int, targets_per_pass: int,
+           targets_per_epoch: int | None = None, device: str | None = None) -> Budget:
+    """The budget of a :class:`xdrec.training.TrainResult` (as stored, a dict).
+
+    ``targets_per_pass``: the training targets of one pass over all training data (e.g. TIGER's
+    ``all_examples``). ``targets_per_epoch``: what one epoch of the run used, when it was capped
+    (else ``steps * batch_size`` bounds it: the last batch of an epoch may be smaller).
+    """
+    if targets_per_pass < 1:
+        raise ValueError(f"targets_per_pass must be >= 1, got {targets_per_pass}")
+    steps = int(training["global_step"])
+    epochs = int(training.get("epochs_run") or len(training.get("history", [])))
+    seen = int(targets_per_epoch) * epochs if targets_per_epoch is not None else steps * int(batch_size)
+    wall = training.get("wall_time")
+    return Budget(steps=steps, targets_seen=seen, true_epochs=seen / targets_per_pass,
+                  wall_time_s=None if wall is None else float(wall), device=device)
+
+
+def validation_curve(history: Sequence[Mapping[str, Any]], metric: str = "recall@10") -> list[tuple[int, int, float]]:
+    """``(epoch, optimiser steps so far, validation metric)`` for every evaluated epoch of a history."""
+    key = metric if metric.startswith("valid/") else f"valid/{metric}"
+    out, steps = [], 0
+    for rec in history:
+        steps += int(rec.get("steps", 0))
+        if rec.get(key) is not None:
+            out.append((int(rec["epoch"]), steps, float(rec[key])))
+    return out
+
+
+def convergence(training: Mapping[str, Any], metric: str = "recall@10", k: int = 3) -> dict[str, Any]:
+    """Whether a run converged: no validation gain over its last ``k`` evaluations, or early stopping.
+
+    Returns ``converged`` (bool), ``verdict`` (one line for a table), ``best_epoch``,
+    ``evaluations`` and ``last_gain`` (the last evaluation's metric minus the best before the last
+    ``k``; positive: still improving). Fewer than ``k + 1`` evaluations never count as converged.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    curve = validation_curve(training.get("history", []), metric)
+    if training.get("stop_reason") == "early_stop":
+        best = max(curve, key=lambda c: c[2]) if curve else None
+        return {"converged": True, "verdict": "converged (stopped early: no validation gain)",
+                "best_epoch": best[0] if best else training.get("best_epoch"), "evaluations": len(curve),
+                "last_gain": 0.0}
+    if not curve:
+        return {"converged": False, "verdict": "not validated: convergence unknown", "best_epoch": None,
+                "evaluations": 0, "last_gain": None}
+    values = [c[2] for c in curve]
+    best_i = int(np.argmax(values))
+    if len(values) <= k:
+        return {"converged": False, "best_epoch": curve[best_i][0], "evaluations": len(values),
+                "last_gain": None,
+                "verdict": f"not converged: {len(values)} evaluation(s), fewer than the {k + 1} that could show it"}
+    before = max(values[:-k])
+    gain = max(values[-k:]) - before
+    if gain <= 0:
+        return {"converged": True, "best_epoch": curve[best_i][0], "evaluations": len(values), "last_gain": gain,
+                "verdict": f"converged: no validation gain over the last {k} evaluations"}
+    return {"converged": False, "best_epoch": curve[best_i][0], "evaluations": len(values), "last_gain": gain,
+            "verdict": f"still improving: +{gain:.4g} {metric} over the last {k} evaluations"}
+
+
+def _z(q: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(q))
+
+
+def detectable_difference(n: int, *, sd_diff: float | None = None, rate: float | None = None,
+                          alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest mean per-row difference a two-sided paired test at ``alpha`` detects with ``power``.
+
+    ``sd_diff``: the standard deviation of the per-row differences (measured, under the difference
+    to detect); or ``rate``: the hit rate of the reference run, for independent rows of a run at
+    ``rate + d``: ``d = z * sqrt(rate (1 - rate) + (rate + d)(1 - rate - d)) / sqrt(n)``, solved for
+    ``d`` (the t-test's sample spread is the one under that difference). Normal approximation, good
+    for the hundreds of rows of every table here.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 test rows, got {n}")
+    if (sd_diff is None) == (rate is None):
+        raise ValueError("give exactly one of sd_diff or rate")
+    z = _z(1 - alpha / 2) + _z(power)
+    if sd_diff is not None:
+        return z * float(sd_diff) / math.sqrt(n)
+    if not 0 <= rate <= 1:
+        raise ValueError(f"rate must be in [0, 1], got {rate}")
+    d = z * math.sqrt(2 * rate * (1 - rate)) / math.sqrt(n)
+    for _ in range(100):  # a contraction for every rate and n used here: converges in a few steps
+        q = min(rate + d, 1.0)
+        new = z * math.sqrt(rate * (1 - rate) + q * (1 - q)) / math.sqrt(n)
+        if abs(new - d) < 1e-12:
+            break
+        d = new
+    return d
+
+
+def detectable_from_rows(a: Sequence[float], b: Sequence[float] | None = None, *, alpha: float = 0.05,
+                         power: float = 0.8) -> dict[str, float]:
+    """:func:`detectable_difference` from measured per-row values: of the differences ``a - b`` when
+    ``b`` is given, else for hits of an independent run at a higher rate (``rate=``), for graded
+    values of two independent runs with ``a``'s spread. Returns ``absolute`` and ``relative`` (to the
+    mean of ``a``; ``inf`` when ``a`` has no hit) and ``n``."""
+    a = np.asarray(a, dtype=np.float64)
+    if b is not None:
+        b = np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"paired rows need equal lengths, got {a.shape} and {b.shape}")
+        d = detectable_difference(len(a), sd_diff=float(np.std(a - b, ddof=1)), alpha=alpha, power=power)
+    elif set(np.unique(a)) <= {0.0, 1.0}:  # hits: against an independent run at a higher rate
+        d = detectable_difference(len(a), rate=float(a.mean()), alpha=alpha, power=power)
+    else:  # graded (NDCG): two independent runs with a's per-row spread
+        d = detectable_difference(len(a), sd_diff=math.sqrt(2) * float(np.std(a)), alpha=alpha, power=power)
+    mean = float(a.mean())
+    return {"n": int(len(a)), "absolute": d, "relative": d / mean if mean > 0 else math.inf}
+
+
+# ------------------------------------------------------------------ from stored records
+def detectable_between(result_a: Mapping[str, Any], result_b: Mapping[str, Any], metric: str = "recall@10", *,
+                       mode_a: str | None = None, mode_b: str | None = None, alpha: float = 0.05,
+                       power: float = 0.8) -> dict[str, float]:
+    """:func:`detectable_from_rows` of two stored results on the rows they share (matched as
+    :func:`xdrec.comparison.align_rows` matches them): the smallest difference of ``metric`` that
+    their paired test could have detected."""
+    from .comparison import align_rows
+    from .metrics import metrics_from_ranks
+
+    m = align_rows(result_a, result_b, mode_a=mode_a, mode_b=mode_b)
+    k = int(metric.split("@")[1])
+    a = metrics_from_ranks(m["rank_a"].to_numpy(), [k], per_row=True)[metric]
+    b = metrics_from_ranks(m["rank_b"].to_numpy(), [k], per_row=True)[metric]
+    return detectable_from_rows(a, b, alpha=alpha, power=power)
+
+
+def run_evidence(training: Mapping[str, Any], *, batch_size: int, targets_per_pass: int,
+                 targets_per_epoch: int | None = None, device: str | None = None,
+                 metric: str = "recall@10", k: int = 3) -> dict[str, Any]:
+    """One row of a table's budget and convergence columns: :func:`budget` and :func:`convergence`."""
+    b, v = budget(training, batch_size=batch_size, targets_per_pass=targets_per_pass,
+                  targets_per_epoch=targets_per_epoch, device=device), convergence(training, metric, k)
+    best = training.get("best_metric")
+    return {"optimiser steps": b.steps, "training targets seen": b.targets_seen,
+            "passes over the training data": round(b.true_epochs, 2),
+            "wall time (min)": None if b.wall_time_s is None else round(b.wall_time_s / 60, 1),
+            "device": b.device, f"best valid {metric}": best, "at epoch": v["best_epoch"],
+            "converged": v["verdict"]}
