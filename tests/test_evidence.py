@@ -78,6 +78,12 @@ def test_detectable_between_two_stored_results_pairs_their_shared_rows():
     hits_a, hits_b = (ranks_a < 10).astype(float), (ranks_b < 10).astype(float)
     assert got == evidence.detectable_from_rows(hits_a, hits_b)
     assert got["absolute"] == pytest.approx(2.801585 * np.std(hits_a - hits_b, ddof=1) / math.sqrt(300), rel=1e-5)
+    for r in (a, b):  # single-domain rows (UTGRec, X-Cross) are matched by user alone
+        del r["extra"]["rows"]["domain"]
+    assert evidence.detectable_between(a, b, "recall@10") == got
+    b["extra"]["rows"]["user"][0] = 1  # a user twice: refused, not paired at random
+    with pytest.raises(ValueError, match="two test rows"):
+        evidence.detectable_between(a, b, "recall@10")
 
 
 def test_run_evidence_is_one_row_of_budget_and_convergence():

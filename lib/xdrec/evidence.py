@@ -161,16 +161,27 @@ def detectable_from_rows(a: Sequence[float], b: Sequence[float] | None = None, *
 def detectable_between(result_a: Mapping[str, Any], result_b: Mapping[str, Any], metric: str = "recall@10", *,
                        mode_a: str | None = None, mode_b: str | None = None, alpha: float = 0.05,
                        power: float = 0.8) -> dict[str, float]:
-    """:func:`detectable_from_rows` of two stored results on the rows they share (matched as
-    :func:`xdrec.comparison.align_rows` matches them): the smallest difference of ``metric`` that
-    their paired test could have detected."""
-    from .comparison import align_rows
+    """:func:`detectable_from_rows` of two stored results on the rows they share: the smallest
+    difference of ``metric`` that their paired test could have detected. Rows are matched as
+    :func:`xdrec.comparison.align_rows` matches them (by user and domain) where both results have a
+    per-row domain, else by user (single-domain results: UTGRec's, X-Cross's)."""
+    from .comparison import align_rows, rows_of
     from .metrics import metrics_from_ranks
 
-    m = align_rows(result_a, result_b, mode_a=mode_a, mode_b=mode_b)
+    ra, rb = rows_of(result_a, mode_a), rows_of(result_b, mode_b)
+    if "domain" in ra and "domain" in rb:
+        m = align_rows(result_a, result_b, mode_a=mode_a, mode_b=mode_b)
+        rank_a, rank_b = m["rank_a"].to_numpy(), m["rank_b"].to_numpy()
+    else:
+        where = {u: i for i, u in enumerate(rb["user"])}
+        if len(where) != len(rb["user"]) or len(set(ra["user"])) != len(ra["user"]):
+            raise ValueError("a user holds two test rows: give the results a per-row domain")
+        pairs = [(i, where[u]) for i, u in enumerate(ra["user"]) if u in where]
+        rank_a = np.asarray([ra["rank"][i] for i, _ in pairs])
+        rank_b = np.asarray([rb["rank"][j] for _, j in pairs])
     k = int(metric.split("@")[1])
-    a = metrics_from_ranks(m["rank_a"].to_numpy(), [k], per_row=True)[metric]
-    b = metrics_from_ranks(m["rank_b"].to_numpy(), [k], per_row=True)[metric]
+    a = metrics_from_ranks(rank_a, [k], per_row=True)[metric]
+    b = metrics_from_ranks(rank_b, [k], per_row=True)[metric]
     return detectable_from_rows(a, b, alpha=alpha, power=power)
 
 
