@@ -253,7 +253,7 @@ class TIGER(T5):
     lr: float = 1e-3
     batch_size: int = 256
     patience: int | None = 5
-    tokens_per_epoch: int | None = None  # an epoch's budget in target tokens (None: one pass over the data)
+    tokens_per_epoch: int | None = None  # an epoch's cap in encoder tokens (None: one pass over the data)
     seeds: list = _list(0, 1, 2)
 
 
@@ -385,7 +385,7 @@ class T5Phase:
     epochs: int
     lr: float
     batch_size: int
-    tokens_per_epoch: int | None = None  # an epoch's budget in target tokens (None: one pass over the data)
+    tokens_per_epoch: int | None = None  # an epoch's cap in encoder tokens (None: one pass over the data)
 
 
 @dataclass(frozen=True)
