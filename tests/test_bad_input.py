@@ -61,6 +61,25 @@ def food_kitchen(root: Path, **override) -> Path:
     return fk
 
 
+def bad_xcross(name: str, text, *names: str):
+    """A case: amazon18-xcross's Sports with file ``name`` replaced by ``text``, read; the
+    message must name that file and ``names``."""
+    def prepare(t):
+        xcross(t, **{name: text})
+        return ((lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])), BadInput,
+                [f"amazon18-xcross/Sports/{name}", *names])
+    return prepare
+
+
+def bad_food_kitchen(name: str, text, *names: str):
+    """A case: amazon14-food-kitchen with file ``name`` replaced by ``text``, read."""
+    def prepare(t):
+        food_kitchen(t, **{name: text})
+        return (lambda: data.read_food_kitchen(t / "amazon14-food-kitchen")), BadInput, \
+            [f"amazon14-food-kitchen/{name}", *names]
+    return prepare
+
+
 def review(user="U1", item="A1", t=100):
     return json.dumps({"reviewerID": user, "asin": item, "unixReviewTime": t})
 
@@ -159,68 +178,29 @@ def flat(allowed_shape_fill):
 def _cases():
     """(id, prepare(tmp) -> (call, error type, [what the message must name]))."""
     X = "amazon18-xcross/Sports"
-    F = "amazon14-food-kitchen"
     return [
-        ("xcross user -1", lambda t: (xcross(t, **{"train.json": '{"-1": [0, 1]}'}) and
-                                      (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                      BadInput, [f"{X}/train.json", "user '-1'"])),
-        ("xcross item -1", lambda t: (xcross(t, **{"train.json": '{"0": [0, -1]}'}) and
-                                      (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                      BadInput, [f"{X}/train.json", "position 1", "index -1"])),
-        ("xcross item past the end", lambda t: (xcross(t, **{"test.json": '{"1": [99999999]}'}) and
-                                                (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                                BadInput, [f"{X}/test.json", "user '1'", "99999999"])),
-        ("xcross user past the end", lambda t: (xcross(t, **{"test.json": '{"7": [1]}'}) and
-                                                (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                                BadInput, [f"{X}/test.json", "user '7'"])),
-        ("train.json invalid JSON", lambda t: (xcross(t, **{"train.json": '{"0": [0, 1'}) and
-                                               (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                               BadInput, [f"{X}/train.json", "line 1 column"])),
-        ("test.json invalid JSON", lambda t: (xcross(t, **{"test.json": '{\n"1": [2, 0],,\n}'}) and
-                                              (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                              BadInput, [f"{X}/test.json", "line 2"])),
-        ("meta_data.json a list", lambda t: (xcross(t, **{"meta_data.json": '["a ball"]'}) and
-                                             (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                             BadInput, [f"{X}/meta_data.json", "found a JSON array"])),
-        ("a title that is a list", lambda t: (xcross(t, **{"meta_data.json": '{"S0": ["a", "ball"]}'}) and
-                                              (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                              BadInput, [f"{X}/meta_data.json", "item 'S0'"])),
-        ("smap.json not UTF-8", lambda t: (xcross(t, **{"smap.json": b'{"S0": 0, "S\xff": 1, "S2": 2}'}) and
-                                           (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                           BadInput, [f"{X}/smap.json", "line 1", "byte 12"])),
+        ("xcross user -1", bad_xcross("train.json", '{"-1": [0, 1]}', "user '-1'")),
+        ("xcross item -1", bad_xcross("train.json", '{"0": [0, -1]}', "position 1", "index -1")),
+        ("xcross item past the end", bad_xcross("test.json", '{"1": [99999999]}', "user '1'", "99999999")),
+        ("xcross user past the end", bad_xcross("test.json", '{"7": [1]}', "user '7'")),
+        ("train.json invalid JSON", bad_xcross("train.json", '{"0": [0, 1', "line 1 column")),
+        ("test.json invalid JSON", bad_xcross("test.json", '{\n"1": [2, 0],,\n}', "line 2")),
+        ("meta_data.json a list", bad_xcross("meta_data.json", '["a ball"]', "found a JSON array")),
+        ("a title that is a list", bad_xcross("meta_data.json", '{"S0": ["a", "ball"]}', "item 'S0'")),
+        ("smap.json not UTF-8", bad_xcross("smap.json", b'{"S0": 0, "S\xff": 1, "S2": 2}', "line 1", "byte 12")),
         ("no users", lambda t: (xcross(t, **{"train.json": "{}", "test.json": "{}"}) and
                                 (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
                                 BadInput, [f"{X}/train.json", "no users"])),
-        ("umap.json empty", lambda t: (xcross(t, **{"umap.json": ""}) and
-                                       (lambda: data.read_amazon18_xcross(t / "amazon18-xcross", ["Sports"])),
-                                       BadInput, [f"{X}/umap.json", "empty file"])),
-        ("afk user -1", lambda t: (food_kitchen(t, **{"afk_50_preprocessed.txt": "0 2|100\n-1 1|50\n"}) and
-                                   (lambda: data.read_food_kitchen(t / F)),
-                                   BadInput, [f"{F}/afk_50_preprocessed.txt", "line 2", "user index -1"])),
-        ("afk item past the end", lambda t: (food_kitchen(t, **{"afk_50_preprocessed.txt": "0 2|100 99|7\n"}) and
-                                             (lambda: data.read_food_kitchen(t / F)),
-                                             BadInput, [f"{F}/afk_50_preprocessed.txt", "line 1", "item index 99"])),
-        ("afk item -1", lambda t: (food_kitchen(t, **{"afk_50_preprocessed.txt": "0 2|100\n1 -1|7\n"}) and
-                                   (lambda: data.read_food_kitchen(t / F)),
-                                   BadInput, [f"{F}/afk_50_preprocessed.txt", "line 2", "item index -1"])),
-        ("afk time 3.9", lambda t: (food_kitchen(t, **{"afk_50_preprocessed.txt": "0 2|3.9\n"}) and
-                                    (lambda: data.read_food_kitchen(t / F)),
-                                    BadInput, [f"{F}/afk_50_preprocessed.txt", "line 1", "3.9"])),
-        ("afk empty", lambda t: (food_kitchen(t, **{"afk_50_preprocessed.txt": "\n\n"}) and
-                                 (lambda: data.read_food_kitchen(t / F)),
-                                 BadInput, [f"{F}/afk_50_preprocessed.txt", "no events"])),
-        ("afk not UTF-8", lambda t: (food_kitchen(t, **{"afk_50_preprocessed.txt": b"0 2|100\n1 1|5\xc0\n"}) and
-                                     (lambda: data.read_food_kitchen(t / F)),
-                                     BadInput, [f"{F}/afk_50_preprocessed.txt", "line 2"])),
-        ("map_item_50.txt invalid JSON", lambda t: (food_kitchen(t, **{"map_item_50.txt": '{"F1": [1, 0]'}) and
-                                                    (lambda: data.read_food_kitchen(t / F)),
-                                                    BadInput, [f"{F}/map_item_50.txt", "line 1"])),
-        ("map_item_50.txt domain 2", lambda t: (food_kitchen(t, **{"map_item_50.txt": '{"F1": [1, 2]}'}) and
-                                                (lambda: data.read_food_kitchen(t / F)),
-                                                BadInput, [f"{F}/map_item_50.txt", "item 'F1'"])),
-        ("titles_kitchen.json invalid", lambda t: (food_kitchen(t, **{"titles_kitchen.json": "{'K1': 'Pan'}"}) and
-                                                   (lambda: data.read_food_kitchen(t / F)),
-                                                   BadInput, [f"{F}/titles_kitchen.json", "line 1"])),
+        ("umap.json empty", bad_xcross("umap.json", "", "empty file")),
+        ("afk user -1", bad_food_kitchen("afk_50_preprocessed.txt", "0 2|100\n-1 1|50\n", "line 2", "user index -1")),
+        ("afk item past the end", bad_food_kitchen("afk_50_preprocessed.txt", "0 2|100 99|7\n", "line 1", "item index 99")),
+        ("afk item -1", bad_food_kitchen("afk_50_preprocessed.txt", "0 2|100\n1 -1|7\n", "line 2", "item index -1")),
+        ("afk time 3.9", bad_food_kitchen("afk_50_preprocessed.txt", "0 2|3.9\n", "line 1", "3.9")),
+        ("afk empty", bad_food_kitchen("afk_50_preprocessed.txt", "\n\n", "no events")),
+        ("afk not UTF-8", bad_food_kitchen("afk_50_preprocessed.txt", b"0 2|100\n1 1|5\xc0\n", "line 2")),
+        ("map_item_50.txt invalid JSON", bad_food_kitchen("map_item_50.txt", '{"F1": [1, 0]', "line 1")),
+        ("map_item_50.txt domain 2", bad_food_kitchen("map_item_50.txt", '{"F1": [1, 2]}', "item 'F1'")),
+        ("titles_kitchen.json invalid", bad_food_kitchen("titles_kitchen.json", "{'K1': 'Pan'}", "line 1")),
         ("5-core sequences empty", lambda t: (
             (t / "fc" / "Sports").mkdir(parents=True) or (t / "fc" / "Sports" / "user_sequence.txt").write_text("\n")
             and (lambda: data.read_5core_sequences(t / "fc", ["Sports"])),
