@@ -240,3 +240,46 @@ def test_current_result_is_read_back_without_training(tmp_path, monkeypatch):
         experiment.run_tiger("amazon18-xcross", profile="ci", overrides={"epochs": 3})
     with pytest.raises(ValueError, match="unknown tiger setting"):
         experiment.settings("ci", "amazon18-xcross", 0, {"epoch": 3})
+
+
+def test_benchmark_is_beauty_with_its_own_overrides():
+    """TIGER's own benchmark: the profile's tiger_benchmark picks Beauty's items and overrides the T5 and
+    the evaluation for that run only; the cross-domain runs' settings are left as they were."""
+    from xdrec.profiles import get_profile
+    from xdrec.tiger import experiment
+    from xdrec.tiger.semantic_ids import rqvae_settings
+
+    bench = get_profile("book")["tiger_benchmark"]
+    cfg = experiment.settings("book", bench["dataset"], 0, bench["tiger"], bench["domains"], bench["eval"])
+    assert cfg["rqvae"]["domains"] == ["Beauty"]
+    assert cfg["tiger"]["n_layers"] == 4 and cfg["tiger"]["d_ff"] == 1024  # the paper's T5
+    assert cfg["eval"]["test_rows_per_domain"] == bench["eval"]["test_rows_per_domain"]
+    assert experiment.benchmark_name("book", 0) == "tiger__amazon14-5core-sequences-Beauty__seed0"
+    assert experiment.result_name("amazon18-xcross", 1) == "tiger__amazon18-xcross__seed1"
+    plain = experiment.settings("book", "amazon18-xcross", 0)
+    assert plain["eval"] == get_profile("book")["generative_eval"]
+    assert plain["rqvae"] == rqvae_settings("book", "amazon18-xcross")
+    assert plain["rqvae"]["domains"] == ["Sports", "Tools"]
+    assert "schedule" not in plain["tiger"]  # unset optional settings stay out of stored settings
+    with pytest.raises(ValueError, match="unknown generative_eval setting"):
+        experiment.settings("ci", "amazon18-xcross", 0, eval_overrides={"beam": 3})
+
+
+def test_deadline_checkpoints_stores_nothing_and_resumes(tmp_path, monkeypatch):
+    """A run stopped at its deadline is checkpointed and not tested; called again it resumes from the
+    stopped epoch and stores its result."""
+    from xdrec.results import result_path
+    from xdrec.tiger import experiment
+
+    monkeypatch.setenv("XDREC_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("XDREC_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    over = {"epochs": 2, "tokens_per_epoch": 4_000}
+    name = experiment.result_name("amazon18-xcross", 0)
+    with pytest.raises(experiment.StoppedAtDeadline, match="resume"):
+        experiment.run_tiger("amazon18-xcross", profile="ci", overrides=over, progress=False, deadline=0.0)
+    assert not result_path(name, "ci").exists()
+    rec = experiment.run_tiger("amazon18-xcross", profile="ci", overrides=over, progress=False)
+    training = rec["extra"]["training"]
+    assert training["resumed_from"] == 1 and training["epochs_run"] == 2
+    assert training["history"][0]["steps"] == 1  # the deadline stopped epoch 1 after its first step
+    assert result_path(name, "ci").exists()

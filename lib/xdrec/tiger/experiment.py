@@ -18,6 +18,10 @@ history, timings and throughput, ID statistics and the parameter count. Checkpoi
     checkpoints/tiger/<dataset>/rqvae-seed<s>-<key>/   the RQ-VAE and the IDs
     checkpoints/tiger/<dataset>/t5-seed<s>-<key>/      fit checkpoints of the T5
 
+``domains`` picks domains of a set other than the profile's (``gencdr_tokenizer.datasets``): TIGER's
+own benchmark is ``run_tiger("amazon14-5core-sequences", domains=["Beauty"], ...)``, stored as
+``tiger__amazon14-5core-sequences-Beauty__seed<s>``.
+
 Command line: ``python -m xdrec.tiger.experiment --dataset amazon18-xcross --profile book``.
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ import argparse
 import json
 import shutil
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,20 +50,28 @@ FINGERPRINT_MODULES = ("xdrec.tiger", "xdrec.generative", "xdrec.decoding", "xdr
                        "xdrec.gencdr.tokenizer", "xdrec.quantization", "xdrec.training", "xdrec.data", "xdrec.encoders",
                        "xdrec.metrics")
 REPORTED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
-OPTIONAL = {"tokens_per_epoch": None, "max_steps": None}
+OPTIONAL = {"tokens_per_epoch": None, "max_steps": None, "schedule": "constant", "warmup_steps": 0}
 """Settings of the ``tiger`` section a profile may leave out (defaults here): a cap on the encoder
 tokens of an epoch (a fresh seeded sample of examples each epoch, see
-:class:`~xdrec.tiger.NextItemExamples`) and on the optimizer steps of the whole run."""
+:class:`~xdrec.tiger.NextItemExamples`), on the optimizer steps of the whole run, and the learning
+rate schedule after a linear warm-up (:class:`~xdrec.training.TrainConfig`; a decaying schedule
+runs over ``max_steps``)."""
 
-__all__ = ["FINGERPRINT_MODULES", "REPORTED", "TigerIds", "build", "main", "result_name", "run_all", "run_tiger",
-           "settings", "tiger_semantic_ids"]
-
-
-def result_name(dataset: str, seed: int) -> str:
-    return f"tiger__{dataset}__seed{seed}"
+__all__ = ["FINGERPRINT_MODULES", "REPORTED", "StoppedAtDeadline", "TigerIds", "benchmark_name", "build", "main",
+           "result_name", "run_all", "run_tiger", "run_tiger_benchmark", "settings", "tiger_semantic_ids"]
 
 
-def settings(profile: str, dataset: str, seed: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+class StoppedAtDeadline(RuntimeError):
+    """Training stopped at :func:`run_tiger`'s deadline: checkpointed, not tested, nothing stored."""
+
+
+def result_name(dataset: str, seed: int, domains: Sequence[str] | None = None) -> str:
+    """``tiger__<dataset>__seed<s>``, with ``-<domain>+<domain>`` after the dataset when ``domains`` are chosen."""
+    return f"tiger__{dataset}{'-' + '+'.join(domains) if domains else ''}__seed{seed}"
+
+
+def settings(profile: str, dataset: str, seed: int, overrides: Mapping[str, Any] | None = None,
+             domains: Sequence[str] | None = None, eval_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything a stored result must share with the current profile to be reused.
 
     ``overrides`` replace entries of the profile's ``tiger`` section (e.g. ``{"epochs": 3}``); they
@@ -70,18 +82,23 @@ def settings(profile: str, dataset: str, seed: int, overrides: Mapping[str, Any]
     unknown = set(overrides or {}) - set(prof["tiger"]) - set(OPTIONAL)
     if unknown:
         raise ValueError(f"unknown tiger setting(s) {sorted(unknown)}; the profile has {sorted(prof['tiger'])}")
+    unknown = set(eval_overrides or {}) - set(prof["generative_eval"])
+    if unknown:
+        raise ValueError(f"unknown generative_eval setting(s) {sorted(unknown)}; "
+                         f"the profile has {sorted(prof['generative_eval'])}")
     tiger.pop("seeds", None)
-    return {"tiger": tiger, "eval": prof["generative_eval"], "rqvae": rqvae_settings(prof, dataset), "seed": seed,
+    return {"tiger": tiger, "eval": {**prof["generative_eval"], **(eval_overrides or {})}, "rqvae": rqvae_settings(prof, dataset, domains), "seed": seed,
             "device": prof["device"]}
 
 
 def build(dataset: str, profile: str = "book", *, seed: int = 0, data_root=None, overrides: Mapping[str, Any] | None = None,
+          domains: Sequence[str] | None = None, eval_overrides: Mapping[str, Any] | None = None,
           progress: bool = True) -> dict[str, Any]:
     """Everything a run needs, without training: IDs, dataset, split, model, training examples, rows."""
     prof = get_profile(profile)
-    cfg = settings(profile, dataset, seed, overrides)
+    cfg = settings(profile, dataset, seed, overrides, domains, eval_overrides)
     ev = cfg["eval"]
-    sid = tiger_semantic_ids(dataset, profile, seed, data_root=data_root, progress=progress)
+    sid = tiger_semantic_ids(dataset, profile, seed, domains=domains, data_root=data_root, progress=progress)
     ds = data.load(dataset, root=data_root, domains=sid.domains)
     if len(ds.items) != len(sid.items) or not (ds.items["item_key"].to_numpy() == sid.items["item_key"].to_numpy()).all():
         raise ValueError(f"{dataset}: the items of the semantic IDs are not the dataset's items (stale cache?)")
@@ -100,15 +117,21 @@ def build(dataset: str, profile: str = "book", *, seed: int = 0, data_root=None,
 
 
 def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool = False, progress: bool = True,
-              data_root=None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Train (or read back) TIGER on ``dataset`` and test it; returns the stored result record."""
+              data_root=None, overrides: Mapping[str, Any] | None = None, domains: Sequence[str] | None = None,
+              eval_overrides: Mapping[str, Any] | None = None, deadline: float | None = None) -> dict[str, Any]:
+    """Train (or read back) TIGER on ``dataset`` and test it; returns the stored result record.
+
+    ``deadline`` (a ``time.time()``): training stops there, checkpointed, and raises
+    :class:`StoppedAtDeadline`; called again, the run resumes where it stopped.
+    """
     fingerprint = code_fingerprint(*FINGERPRINT_MODULES)
-    config = settings(profile, dataset, seed, overrides)
-    name = result_name(dataset, seed)
+    config = settings(profile, dataset, seed, overrides, domains, eval_overrides)
+    name = result_name(dataset, seed, domains)
 
     def compute():
         t0 = time.perf_counter()
-        run = build(dataset, profile, seed=seed, data_root=data_root, overrides=overrides, progress=progress)
+        run = build(dataset, profile, seed=seed, data_root=data_root, overrides=overrides, domains=domains,
+                    eval_overrides=eval_overrides, progress=progress)
         t_build = time.perf_counter() - t0
         model, ds, sid, examples = run["model"], run["dataset"], run["ids"], run["examples"]
         valid, test, tc, ev = run["valid"], run["test"], config["tiger"], config["eval"]
@@ -125,8 +148,12 @@ def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool
 
         train_cfg = TrainConfig(epochs=tc["epochs"], lr=tc["lr"], batch_size=tc["batch_size"], patience=tc["patience"],
                                 seed=seed, max_steps=tc.get("max_steps"), checkpoint_dir=ckpt,
+                                schedule=tc.get("schedule", "constant"), warmup_steps=tc.get("warmup_steps", 0),
                                 cpu=config["device"] == "cpu", progress=progress)
-        res = fit(model, examples, validate, train_cfg, metric="recall@10")
+        res = fit(model, examples, validate, train_cfg, metric="recall@10", deadline=deadline)
+        if res.stop_reason == "deadline":
+            raise StoppedAtDeadline(f"TIGER on {name}: stopped at the deadline after {res.global_step} steps; "
+                              f"checkpoints in {ckpt.relative_to(checkpoint_dir())} resume it")
         model.eval()
 
         t1 = time.perf_counter()
@@ -168,6 +195,22 @@ def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool
     return stored_or_computed(name, profile, fingerprint, config, compute, force=force)
 
 
+def benchmark_name(profile: str, seed: int) -> str:
+    """The result name of TIGER's own benchmark run (the profile's ``tiger_benchmark``)."""
+    bench = get_profile(profile)["tiger_benchmark"]
+    return result_name(bench["dataset"], seed, bench["domains"])
+
+
+def run_tiger_benchmark(profile: str = "book", *, seed: int = 0, force: bool = False, progress: bool = True,
+                        data_root=None, deadline: float | None = None) -> dict[str, Any]:
+    """TIGER on its own benchmark, Amazon Beauty (the profile's ``tiger_benchmark`` section): the T5 and
+    schedule of ``tiger`` with that section's overrides, evaluated by ``generative_eval`` with its own."""
+    bench = get_profile(profile)["tiger_benchmark"]
+    return run_tiger(bench["dataset"], profile=profile, seed=seed, force=force, progress=progress,
+                     data_root=data_root, overrides=bench["tiger"], domains=bench["domains"],
+                     eval_overrides=bench["eval"], deadline=deadline)
+
+
 def _flat(res: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """``{"all": {...}, "<domain name>": {...}}`` with Recall/NDCG@5/10 and the number of rows."""
     def means(m):
@@ -201,12 +244,22 @@ def run_all(profile: str, *, force: bool = False, data_root=None) -> list[dict[s
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset")
     p.add_argument("--profile", default="book")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--benchmark", action="store_true",
+                   help="TIGER's own benchmark (the profile's tiger_benchmark: Amazon Beauty) instead of --dataset")
+    p.add_argument("--hours", type=float, default=None,
+                   help="stop training after this many hours, checkpointed; a rerun resumes it")
     a = p.parse_args(argv)
-    rec = run_tiger(a.dataset, profile=a.profile, seed=a.seed, force=a.force)
+    if not a.benchmark and not a.dataset:
+        p.error("--dataset is required unless --benchmark")
+    deadline = None if a.hours is None else time.time() + 3600 * a.hours
+    if a.benchmark:
+        rec = run_tiger_benchmark(a.profile, seed=a.seed, force=a.force, deadline=deadline)
+    else:
+        rec = run_tiger(a.dataset, profile=a.profile, seed=a.seed, force=a.force, deadline=deadline)
     print(json.dumps(rec["metrics"], indent=1))
 
 

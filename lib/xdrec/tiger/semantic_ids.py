@@ -60,12 +60,19 @@ class TigerIds:
         return self.items["domain"].to_numpy().astype(np.int64)
 
 
-def rqvae_settings(profile: str | dict, dataset: str) -> dict[str, Any]:
-    """The RQ-VAE settings of ``profile`` (its ``gencdr_tokenizer`` section, no MTM) and the dataset's domains."""
+def rqvae_settings(profile: str | dict, dataset: str, domains: Sequence[str] | None = None) -> dict[str, Any]:
+    """The RQ-VAE settings of ``profile`` (its ``gencdr_tokenizer`` section, no MTM) and the dataset's domains.
+
+    ``domains`` (e.g. ``["Beauty"]`` of ``amazon14-5core-sequences``, TIGER's own benchmark) replaces
+    the profile's choice of domains for ``dataset`` (``gencdr_tokenizer.datasets``; ``None``: all).
+    """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     cfg = prof["gencdr_tokenizer"]
     sets = cfg["datasets"]
-    domains = sets.get(dataset) if dataset in sets else None
+    if domains is None:
+        domains = sets.get(dataset) if dataset in sets else None
+    else:
+        domains = list(domains)
     return {**{k: cfg[k] for k in RQVAE_KEYS}, "mtm_weight": 0.0, "mtm": None, "domains": domains,
             "collision_rule": prof["tiger"]["collision_rule"]}
 
@@ -82,9 +89,7 @@ def tiger_semantic_ids(dataset: str, profile: str = "book", seed: int = 0, *, do
 
     t0 = time.perf_counter()
     prof = get_profile(profile)
-    cfg = rqvae_settings(prof, dataset)
-    if domains is not None:
-        cfg["domains"] = list(domains)
+    cfg = rqvae_settings(prof, dataset, domains)
     rule = cfg["collision_rule"]
     items, names, emb = load_items(dataset, cfg["domains"], data_root=data_root, text_encoder=prof["text_encoder"], progress=progress)
     if not (items["item"].to_numpy() == np.arange(len(items))).all():
