@@ -22,8 +22,19 @@ of the machine's measured matrix-multiply rate (a 1024 x 1024 x 1024 product, fp
 Each model also runs under ``torch.autocast("cpu", torch.bfloat16)``: the ratio bf16 / fp32 says
 whether that would be a faster default here (it is not on a CPU without bf16 instructions).
 
+Two more layouts are measured against the defaults (``--models`` names them):
+
+- ``tiger-unbucketed``: TIGER's examples in plain shuffled batches (``bucket=1``) instead of the
+  default length-bucketed ones (sorted by history length within chunks of 32 batches), so each
+  batch pads to its longest history;
+- ``tiger-eager`` and ``gencdr-eager``: attention computed by Hugging Face's eager path instead of
+  PyTorch's fused ``scaled_dot_product_attention``, which transformers 5 picks by default for T5
+  and Llama.
+
     .venv/bin/python benchmarks/training_speed.py                  # ~10 min, 2 threads
     .venv/bin/python benchmarks/training_speed.py --models tiger,sasrec --steps 3
+    .venv/bin/python benchmarks/training_speed.py --models tiger,tiger-unbucketed,tiger-eager,gencdr,gencdr-eager \
+        --bf16-steps 0 --out results/benchmarks/training_layouts.json
 
 Writes ``results/benchmarks/training_speed.json`` (``--out`` to change). Ratios, not timed tests.
 """
@@ -68,7 +79,7 @@ def _time(fn) -> float:
 
 
 # ------------------------------------------------------------------ one setup per model
-def tiger_setup():
+def tiger_setup(bucket: int = 32, attention: str | None = None):
     from xdrec import data
     from xdrec.generative import user_timelines
     from xdrec.profiles import get_profile
@@ -83,8 +94,10 @@ def tiger_setup():
     model = TIGER(ids, ds.items["domain"].to_numpy(), ds.domains,
                   TIGERConfig.from_profile(prof["tiger"], prof["generative_eval"]), codebook_sizes=(256, 256, 256, 1))
     bs = prof["tiger"]["batch_size"]
+    if attention is not None:
+        model.t5.config._attn_implementation = attention  # every layer reads the shared config
     ex = NextItemExamples(user_timelines(data.leave_last_out(ds).train), model, batch_size=bs, seed=0,
-                          tokens_per_epoch=prof["tiger"]["tokens_per_epoch"])  # the book's epoch sample
+                          bucket=bucket, tokens_per_epoch=prof["tiger"]["tokens_per_epoch"])  # the book's epoch sample
     return model, (lambda m, b: m(**b)), spread(list(iter(ex(0)))), bs, prof["tiger"]["lr"]
 
 
@@ -104,7 +117,7 @@ def sasrec_setup():
     return model, (lambda m, b: m(**b)), batches, bs, cfg["lr"]
 
 
-def gencdr_setup():
+def gencdr_setup(attention: str | None = None):
     from xdrec import data
     from xdrec.gencdr.train_recommender import TimelineBatches
     from xdrec.generative import ItemTokens, user_timelines
@@ -117,6 +130,10 @@ def gencdr_setup():
     ids = random_ids(len(ds.items), np.random.default_rng(0))
     model = build_recommender(cfg["num_layers"], (256,) * 3, ds.domains)
     model.train_phase(universal=True)
+    if attention is not None:
+        for module in model.modules():
+            if hasattr(module, "config") and hasattr(module.config, "_attn_implementation"):
+                module.config._attn_implementation = attention
     items = ItemTokens.from_ids(model.vocab, ids, ds.items["domain"].to_numpy())
     bs = cfg["universal"]["batch_size"]
     epoch = TimelineBatches(user_timelines(data.leave_last_out(ds).train), items, batch_size=bs,
@@ -156,7 +173,10 @@ def xcross_setup():
 
 
 SETUPS = {"tiger": tiger_setup, "sasrec": sasrec_setup, "gencdr": gencdr_setup, "utgrec": utgrec_setup,
-          "xcross": xcross_setup}
+          "xcross": xcross_setup, "tiger-unbucketed": lambda: tiger_setup(bucket=1),
+          "tiger-eager": lambda: tiger_setup(attention="eager"),
+          "gencdr-eager": lambda: gencdr_setup(attention="eager")}
+LAYOUTS = {"tiger-unbucketed": "tiger", "tiger-eager": "tiger", "gencdr-eager": "gencdr"}  # variant -> default
 
 
 # ------------------------------------------------------------------ measuring
@@ -184,6 +204,8 @@ def measure(name: str, steps: int, bf16_steps: int) -> dict:
     out = {"batch_size": bs, "trainable_params": sum(p.numel() for p in params), "steps": len(timed),
            "flops_per_step": statistics.fmean(flops)}
     for mode, n in (("fp32", len(timed)), ("bf16", min(bf16_steps, len(timed)))):
+        if n == 0:  # --bf16-steps 0: fp32 only
+            continue
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if mode == "bf16" else contextlib.nullcontext
 
         def step(b):
@@ -219,11 +241,16 @@ def main(argv=None) -> dict:
     for name in a.models.split(","):
         r = measure(name, a.steps, a.bf16_steps)
         r["share_of_fp32_matmul"] = r["fp32"]["flops_per_s"] / peak["fp32"]
-        r["bf16_speedup"] = r["bf16"]["flops_per_s"] / r["fp32"]["flops_per_s"]  # < 1: bf16 is slower
+        if "bf16" in r:
+            r["bf16_speedup"] = r["bf16"]["flops_per_s"] / r["fp32"]["flops_per_s"]  # < 1: bf16 is slower
         rows[name] = r
         print(f"{name:7s} fp32 {r['fp32']['examples_per_s']:8.1f} examples/s  "
-              f"{r['flops_per_step'] / 1e9:7.2f} GFLOP/step  {100 * r['share_of_fp32_matmul']:5.1f}% of matmul  "
-              f"bf16/fp32 speed {r['bf16_speedup']:.2f}x", flush=True)
+              f"{r['flops_per_step'] / 1e9:7.2f} GFLOP/step  {100 * r['share_of_fp32_matmul']:5.1f}% of matmul"
+              + (f"  bf16/fp32 speed {r['bf16_speedup']:.2f}x" if "bf16" in r else ""), flush=True)
+    for name, default in LAYOUTS.items():
+        if name in rows and default in rows:  # > 1: the variant trains faster than the default
+            rows[name]["speed_vs_default"] = rows[name]["fp32"]["examples_per_s"] / rows[default]["fp32"]["examples_per_s"]
+            print(f"{name} / {default}: {rows[name]['speed_vs_default']:.2f}x the default's examples/s", flush=True)
     record = {"threads": a.threads, "steps": a.steps, "matmul_flops_per_s": peak, "models": rows,
               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "torch": torch.__version__}}

@@ -17,6 +17,9 @@ def test_budget_counts_steps_targets_and_true_epochs():
     capped = evidence.budget(tr, batch_size=256, targets_per_pass=137_828, targets_per_epoch=15_257, device="cpu")
     assert (capped.steps, capped.targets_seen) == (240, 4 * 15_257)
     assert capped.true_epochs == pytest.approx(61_028 / 137_828)  # 0.44 of a pass, TIGER's book run
+    cut = {**tr, "global_step": 190, "history": history([0.0] * 4, 60)[:3] + [{"epoch": 4, "steps": 10}]}
+    short = evidence.budget(cut, batch_size=256, targets_per_pass=137_828, targets_per_epoch=15_257)
+    assert short.targets_seen == 3 * 15_257 + 10 * 256  # the last epoch stopped after 10 steps
     whole = evidence.budget(tr, batch_size=16, targets_per_pass=1000)
     assert whole.targets_seen == 240 * 16 and whole.true_epochs == pytest.approx(3.84)
     with pytest.raises(ValueError):

@@ -46,13 +46,21 @@ def budget(training: Mapping[str, Any], *, batch_size: int, targets_per_pass: in
 
     ``targets_per_pass``: the training targets of one pass over all training data (e.g. TIGER's
     ``all_examples``). ``targets_per_epoch``: what one epoch of the run used, when it was capped
-    (else ``steps * batch_size`` bounds it: the last batch of an epoch may be smaller).
+    (else ``steps * batch_size`` bounds it: the last batch of an epoch may be smaller). An epoch
+    cut short (by ``max_steps`` or a deadline) counts only the batches it took: each epoch of the
+    history counts ``min(targets_per_epoch, its steps * batch_size)``.
     """
     if targets_per_pass < 1:
         raise ValueError(f"targets_per_pass must be >= 1, got {targets_per_pass}")
     steps = int(training["global_step"])
-    epochs = int(training.get("epochs_run") or len(training.get("history", [])))
-    seen = int(targets_per_epoch) * epochs if targets_per_epoch is not None else steps * int(batch_size)
+    history = training.get("history", [])
+    epochs = int(training.get("epochs_run") or len(history))
+    if targets_per_epoch is None:
+        seen = steps * int(batch_size)
+    elif history and all("steps" in h for h in history):
+        seen = sum(min(int(targets_per_epoch), int(h["steps"]) * int(batch_size)) for h in history)
+    else:
+        seen = int(targets_per_epoch) * epochs
     wall = training.get("wall_time")
     return Budget(steps=steps, targets_seen=seen, true_epochs=seen / targets_per_pass,
                   wall_time_s=None if wall is None else float(wall), device=device)
