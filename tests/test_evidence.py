@@ -96,3 +96,36 @@ def test_run_evidence_is_one_row_of_budget_and_convergence():
     assert row["optimiser steps"] == 240 and row["passes over the training data"] == 0.44
     assert row["wall time (min)"] == 20.2 and row["at epoch"] == 4
     assert row["converged"].startswith("still improving: +0.0075")
+
+
+def _rows(ranks, domain="Food"):
+    return {"user": [f"u{i}" for i in range(len(ranks))], "domain": [domain] * len(ranks), "rank": list(ranks)}
+
+
+def test_across_seeds_pools_the_paired_rows_of_every_seed():
+    # seed 0: Recall@10 a = [1, 0, 1], b = [0, 0, 1]; seed 1: a = [1, 0], b = [1, 0]
+    pairs = [(_rows([0, 20, 3]), _rows([20, 20, 1])), (_rows([5, 30]), _rows([2, 40]))]
+    out = evidence.across_seeds(pairs, "recall@10")
+    assert out["seeds"] == 2 and out["n"] == 5
+    assert out["mean_a"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert out["sd_a"] == pytest.approx(abs(2 / 3 - 1 / 2) / math.sqrt(2))
+    assert out["mean_b"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    # pooled differences [1, 0, 0, 0, 0]: mean 0.2, sd sqrt(0.2), t = 0.2 / (sqrt(0.2) / sqrt(5)) = 1
+    assert out["diff"] == pytest.approx(0.2)
+    assert out["t"] == pytest.approx(1.0)
+    from scipy.stats import t as student
+
+    assert out["p"] == pytest.approx(2 * student.sf(1.0, df=4))
+    z = 1.959963984540054 + 0.8416212335729143
+    assert out["detectable"] == pytest.approx(z * math.sqrt(0.2) / math.sqrt(5))
+
+
+def test_across_seeds_keeps_one_domain_and_says_when_a_seed_shares_no_row():
+    a = {"user": ["u0", "u1"], "domain": ["Food", "Kitchen"], "rank": [0, 50]}
+    b = {"user": ["u0", "u1"], "domain": ["Food", "Kitchen"], "rank": [50, 0]}
+    food = evidence.across_seeds([(a, b), (a, b)], "recall@10", domain="Food")
+    assert food["n"] == 2 and food["diff"] == 1.0 and food["sd_a"] == 0.0
+    with pytest.raises(ValueError, match="no test row in Tools"):
+        evidence.across_seeds([(a, b)], "recall@10", domain="Tools")
+    with pytest.raises(ValueError, match="at least one"):
+        evidence.across_seeds([])

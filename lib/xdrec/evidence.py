@@ -15,7 +15,10 @@ optimiser steps, the per-epoch history and the stop reason. From it:
   ``(z_{1-alpha/2} + z_{power}) * sd(diff) / sqrt(n)``; from the measured per-row values of two
   runs, or, before a second run exists, from one run's hit rate ``p`` (the other run's rows
   independent, at ``p + d``). A table states it, so that a reader knows which of the
-  paper's claimed differences the table could have seen.
+  paper's claimed differences the table could have seen;
+- :func:`across_seeds`: two models over several seeds (each seed its own training runs and its
+  own sample of test rows): the mean and spread of each over the seeds, and one paired test of
+  the per-row differences pooled over every seed.
 """
 from __future__ import annotations
 
@@ -205,3 +208,46 @@ def run_evidence(training: Mapping[str, Any], *, batch_size: int, targets_per_pa
             "wall time (min)": None if b.wall_time_s is None else round(b.wall_time_s / 60, 1),
             "device": b.device, f"best valid {metric}": best, "at epoch": v["best_epoch"],
             "converged": v["verdict"]}
+
+
+# ------------------------------------------------------------------ across seeds
+def across_seeds(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], metric: str = "recall@10", *,
+                 domain: str | None = None, mode_a: str | None = None, mode_b: str | None = None,
+                 alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
+    """Two models over several seeds, each seed one ``(result_a, result_b)`` pair scored on its own rows.
+
+    Per seed, the rows both results scored (matched as :func:`xdrec.comparison.align_rows` matches
+    them; only ``domain``'s when it is given) give one mean of ``metric`` per model; the returned
+    ``mean_a``, ``sd_a``, ``mean_b``, ``sd_b`` are the mean and sample standard deviation of those
+    per-seed means (``sd`` is ``nan`` for one seed). The per-row differences ``a - b`` of every seed
+    are pooled into one two-sided paired t-test (``t``, ``p``; ``t > 0``: ``a`` is better) and one
+    :func:`detectable_difference` (``detectable``), so that seeds add test rows as well as training
+    runs. ``n``: the pooled rows; ``seeds``: the number of pairs.
+    """
+    from .comparison import align_rows
+    from .metrics import metrics_from_ranks, paired_ttest
+
+    if not pairs:
+        raise ValueError("across_seeds needs at least one (result_a, result_b) pair")
+    k = int(metric.split("@")[1])
+    means_a, means_b, diffs = [], [], []
+    for result_a, result_b in pairs:
+        m = align_rows(result_a, result_b, mode_a=mode_a, mode_b=mode_b)
+        if domain is not None:
+            m = m[m["domain"] == domain]
+        if m.empty:
+            raise ValueError(f"a seed's results share no test row{'' if domain is None else ' in ' + domain}")
+        a = metrics_from_ranks(m["rank_a"].to_numpy(), [k], per_row=True)[metric]
+        b = metrics_from_ranks(m["rank_b"].to_numpy(), [k], per_row=True)[metric]
+        means_a.append(float(a.mean()))
+        means_b.append(float(b.mean()))
+        diffs.append(a - b)
+    d = np.concatenate(diffs)
+    test = paired_ttest(d, np.zeros_like(d))
+    sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan)
+    spread = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    return {"metric": metric, "seeds": len(pairs), "n": int(len(d)),
+            "mean_a": float(np.mean(means_a)), "sd_a": sd(means_a),
+            "mean_b": float(np.mean(means_b)), "sd_b": sd(means_b),
+            "diff": float(d.mean()), "t": test.t, "p": test.p,
+            "detectable": detectable_difference(len(d), sd_diff=spread, alpha=alpha, power=power)}
