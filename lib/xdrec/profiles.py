@@ -254,6 +254,7 @@ class TIGER(T5):
     batch_size: int = 256
     patience: int | None = 5
     tokens_per_epoch: int | None = None  # an epoch's cap in encoder tokens (None: one pass over the data)
+    warmup_steps: int = 0  # linear warm-up of the learning rate (optimiser steps)
     seeds: list = _list(0, 1, 2)
 
 
@@ -495,10 +496,16 @@ BOOK = replace(
         universal=LLMPhase(epochs=2, lr=1e-3, batch_size=16, patience=None),
         domain=LLMPhase(epochs=1, lr=1e-3, batch_size=16, patience=None),
         mixed_precision="no", seeds=[0]),
-    # 2 + 2 layers, MLP 512; an epoch is capped at 900k *encoder* tokens (examples.NextItemExamples):
-    # measured, 15,257 examples = 60 steps on Food-Kitchen (0.11 of a pass over its 137,828) and
-    # 63,168 = 247 steps on Sports+Tools (0.65 of 96,691); 4.5 and 4.7 min an epoch on one thread.
-    tiger=replace(_P.tiger, n_layers=2, d_ff=512, lr=3e-3, epochs=4, tokens_per_epoch=900_000, patience=3, seeds=[0]),
+    # 2 + 2 layers, MLP 512, one budget of encoder tokens for every dataset: 10 epochs, each a fresh
+    # sample of 1.2M encoder tokens (examples.NextItemExamples), 12M in all. Training cost grows with
+    # the encoder tokens, so each dataset gets the same compute: about 1.5 passes over Food-Kitchen's
+    # 137,828 examples (59 tokens each), about 9 over Sports+Tools' 96,691 (14 each). A fixed budget:
+    # no early stopping, the best of the 10 validations kept. lr 1e-3 after 100 warm-up steps: at
+    # 3e-3 without warm-up the T5 ignored the history (benchmarks/tiger_history_use.py; every
+    # Food-Kitchen user got the same top item). Measured, it still barely reads it (3-5 different top
+    # items for 150 users of a domain, level with popularity): a defect not yet fixed (notebook 8).
+    tiger=replace(_P.tiger, n_layers=2, d_ff=512, lr=1e-3, warmup_steps=100, epochs=10, tokens_per_epoch=1_200_000,
+                  patience=None, seeds=[0]),
     # TIGER's own benchmark at the paper's T5 (4 + 4 layers, MLP 1024) on 2 cores. Beauty has 131,413
     # training targets (4.53M encoder tokens a pass); an epoch is a fresh sample of 1.5M tokens (about
     # 170 steps, a third of a pass), validated on 500 users; 1,100 steps of 256 (about 2.1 passes; 2.6 s
