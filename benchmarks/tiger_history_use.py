@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -118,13 +117,10 @@ def sweep(a) -> dict:
 
     lr = ov.get("lr", run["settings"]["tiger"]["lr"])
     warmup = ov.get("warmup_steps", run["settings"]["tiger"].get("warmup_steps", 0))
-    # a throw-away checkpoint folder: fit's in-memory best weights (checkpoint_dir=None) cannot be
-    # loaded back into a T5, whose tied embeddings they lack (a known bug of xdrec.training)
-    with tempfile.TemporaryDirectory() as ckpt:
-        cfg = TrainConfig(epochs=a.epochs, lr=lr, batch_size=256, patience=None, seed=a.seed,
-                          max_steps=None if a.schedule == "constant" else steps, checkpoint_dir=ckpt,
-                          schedule=a.schedule, warmup_steps=warmup, cpu=True, progress=False)
-        res = fit(model, examples, validate, cfg, metric="recall@10")
+    cfg = TrainConfig(epochs=a.epochs, lr=lr, batch_size=256, patience=None, seed=a.seed,
+                      max_steps=None if a.schedule == "constant" else steps, checkpoint_dir=None,
+                      schedule=a.schedule, warmup_steps=warmup, cpu=True, progress=False)
+    res = fit(model, examples, validate, cfg, metric="recall@10")  # the best epoch's weights, in memory
     steps_so_far = 0
     for point, h in zip(curve, res.history):
         steps_so_far += h["steps"]

@@ -179,6 +179,26 @@ def test_overfits_a_planted_next_item_rule():
     np.testing.assert_array_equal(out[:, 0], nxt)
 
 
+def test_fit_without_a_checkpoint_folder_restores_the_best_epoch():
+    """fit keeps the best weights in memory when there is no folder; a T5 ties its embeddings."""
+    from xdrec.training import TrainConfig, fit
+
+    m = tiny_model(seed=1).train()
+    ex = NextItemExamples([[0, 1, 2, 3], [4, 5, 6], [10, 11, 12, 13]], m, batch_size=4, seed=0)
+    scores, snapshots = iter([0.3, 0.8, 0.1]), []
+
+    def validate(model):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"recall@10": next(scores)}
+
+    cfg = TrainConfig(epochs=3, lr=1e-2, patience=None, checkpoint_dir=None, progress=False)
+    res = fit(m, ex, validate, cfg, metric="recall@10")
+    assert res.best_epoch == 2
+    state = m.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in snapshots[1].items())
+    assert not all(torch.equal(v, state[k]) for k, v in snapshots[2].items())
+
+
 def test_untrained_model_does_not_know_the_rule():
     """The planted-rule check can fail: an untrained model ranks f(i) first for few rows."""
     n = 16

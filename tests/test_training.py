@@ -155,3 +155,39 @@ def test_rng_state_roundtrip():
     np.random.rand(), torch.rand(1)
     set_rng_state(state)
     assert (np.random.rand(), torch.rand(1).item()) == a
+
+
+class TiedTiny(torch.nn.Module):
+    """An embedding tied to the output layer, as in T5 and GPT: two state-dict names, one tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(3, 6)
+        self.hidden = torch.nn.Linear(6, 6)
+        self.out = torch.nn.Linear(6, 3, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, x, y):
+        return torch.nn.functional.cross_entropy(self.out(torch.tanh(self.hidden(x))), y)
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_best_weights_of_a_tied_model_come_back(tmp_path, folder):
+    """The best epoch's weights are restored with or without a checkpoint folder, ties intact."""
+    scores = iter([0.2, 0.9, 0.1])
+    snapshots = {}
+
+    def evaluate(model):
+        snapshots[len(snapshots) + 1] = weights(model)
+        return {"recall@10": next(scores)}
+
+    torch.manual_seed(0)
+    model = TiedTiny()
+    ckpt = tmp_path / "r" if folder else None
+    cfg = TrainConfig(epochs=3, lr=1e-2, patience=None, checkpoint_dir=ckpt, progress=False)
+    result = fit(model, loader(), evaluate, cfg, loss_fn=tuple_loss)
+    assert result.best_epoch == 2 and result.epochs_run == 3
+    assert not torch.equal(snapshots[2]["embed.weight"], snapshots[3]["embed.weight"])
+    for k, v in snapshots[2].items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert model.out.weight is model.embed.weight

@@ -641,8 +641,10 @@ def _keep(run: _Run, epoch: int, improved: bool) -> None:
                 save_model_state(run.ckpt / run.loop.best_file, run.unwrapped, run.config.checkpoint_trainable_only,
                                  epoch=epoch)
         else:
-            tensors, _ = model_state(run.unwrapped, run.config.checkpoint_trainable_only)
+            tensors, aliases = model_state(run.unwrapped, run.config.checkpoint_trainable_only)
             run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+            for alias, name in aliases.items():  # tied weights: one copy, both names (as load_model_state)
+                run.best_state[alias] = run.best_state[name]
     if run.ckpt is not None:
         if run.accelerator.is_main_process:
             _save_checkpoint(run.ckpt, run.unwrapped, run.optimizer, run.scheduler, run.loop, run.config)
