@@ -197,7 +197,8 @@ def planted(a) -> dict:
     warmup = ov.get("warmup_steps", run["settings"]["tiger"].get("warmup_steps", 0))
     cfg = TrainConfig(epochs=a.epochs, lr=lr, batch_size=256, patience=None, seed=a.seed,
                       max_steps=None if a.schedule == "constant" else steps, checkpoint_dir=None,
-                      schedule=a.schedule, warmup_steps=warmup, cpu=True, progress=False)
+                      schedule=a.schedule, warmup_steps=warmup, mixed_precision=a.mixed_precision, cpu=True,
+                      progress=False)
     res = fit(model, examples, validate, cfg, metric="recall@10")
     steps_so_far = 0
     for point, h in zip(curve, res.history):
@@ -206,8 +207,9 @@ def planted(a) -> dict:
     layers = run["settings"]["tiger"]["n_layers"]
     name = a.dataset + ("-" + "+".join(a.domains) if a.domains else "")
     return {"kind": "planted", "dataset": name, "layers": layers,
-            "label": a.label or f"{a.rule}, {layers}+{layers} layers, lr {lr:g}, warm-up {warmup}, {a.schedule}",
-            "rule": a.rule, "lr": lr, "warmup_steps": warmup, "schedule": a.schedule, "steps": res.global_step,
+            "label": a.label or (f"{a.rule}, {layers}+{layers} layers, lr {lr:g}, warm-up {warmup}, {a.schedule}"
+                                 + ("" if a.mixed_precision == "no" else f", {a.mixed_precision}")),
+            "rule": a.rule, "mixed_precision": a.mixed_precision, "lr": lr, "warmup_steps": warmup, "schedule": a.schedule, "steps": res.global_step,
             "users": len(users), "chance_hit@10": chance, "threads": torch.get_num_threads(), "curve": curve}
 
 
@@ -226,6 +228,8 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=None, help="sweep: T5 layers (MLP 1024 at 4, as on Beauty)")
     p.add_argument("--rule", default="permutation", choices=["permutation", "successor"],
                    help="planted: f a random permutation of each domain's items, or each item's successor in ID order")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16"],
+                   help="planted: train under bf16 autocast (the beam search stays fp32)")
     p.add_argument("--out", default="results/benchmarks/tiger_history_use.json")
     a = p.parse_args(argv)
     if a.kind == "trained" and not a.checkpoint:
