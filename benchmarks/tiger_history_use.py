@@ -103,6 +103,23 @@ def _overrides(a, extra) -> dict:
     return ov
 
 
+def _train(a, run, ov, model, examples, validate, curve, steps, mixed_precision):
+    """Fit ``model`` (best epoch's weights kept in memory) and add each epoch's steps so far and
+    training loss to its point of ``curve``; returns the fit's result, its lr and warm-up steps."""
+    lr = ov.get("lr", run["settings"]["tiger"]["lr"])
+    warmup = ov.get("warmup_steps", run["settings"]["tiger"].get("warmup_steps", 0))
+    cfg = TrainConfig(epochs=a.epochs, lr=lr, batch_size=256, patience=None, seed=a.seed,
+                      max_steps=None if a.schedule == "constant" else steps, checkpoint_dir=None,
+                      schedule=a.schedule, warmup_steps=warmup, mixed_precision=mixed_precision, cpu=True,
+                      progress=False)
+    res = fit(model, examples, validate, cfg, metric="recall@10")
+    steps_so_far = 0
+    for point, h in zip(curve, res.history):
+        steps_so_far += h["steps"]
+        point |= {"steps": steps_so_far, "train_loss": h["train_loss"]}
+    return res, lr, warmup
+
+
 def sweep(a) -> dict:
     ov = _overrides(a, {"schedule": a.schedule, "epochs": a.epochs, "tokens_per_epoch": 600_000, "patience": None})
     if a.layers is not None:
@@ -122,16 +139,7 @@ def sweep(a) -> dict:
         print(json.dumps(curve[-1]), flush=True)
         return {k: res[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")}
 
-    lr = ov.get("lr", run["settings"]["tiger"]["lr"])
-    warmup = ov.get("warmup_steps", run["settings"]["tiger"].get("warmup_steps", 0))
-    cfg = TrainConfig(epochs=a.epochs, lr=lr, batch_size=256, patience=None, seed=a.seed,
-                      max_steps=None if a.schedule == "constant" else steps, checkpoint_dir=None,
-                      schedule=a.schedule, warmup_steps=warmup, cpu=True, progress=False)
-    res = fit(model, examples, validate, cfg, metric="recall@10")  # the best epoch's weights, in memory
-    steps_so_far = 0
-    for point, h in zip(curve, res.history):
-        steps_so_far += h["steps"]
-        point |= {"steps": steps_so_far, "train_loss": h["train_loss"]}
+    res, lr, warmup = _train(a, run, ov, model, examples, validate, curve, steps, "no")
     layers = run["settings"]["tiger"]["n_layers"]
     name = a.dataset + ("-" + "+".join(a.domains) if a.domains else "")
     return {"kind": "sweep", "dataset": name, "layers": layers,
@@ -193,24 +201,14 @@ def planted(a) -> dict:
         print(json.dumps(curve[-1]), flush=True)
         return {"recall@10": curve[-1]["hit@10"]}
 
-    lr = ov.get("lr", run["settings"]["tiger"]["lr"])
-    warmup = ov.get("warmup_steps", run["settings"]["tiger"].get("warmup_steps", 0))
-    cfg = TrainConfig(epochs=a.epochs, lr=lr, batch_size=256, patience=None, seed=a.seed,
-                      max_steps=None if a.schedule == "constant" else steps, checkpoint_dir=None,
-                      schedule=a.schedule, warmup_steps=warmup, mixed_precision=a.mixed_precision, cpu=True,
-                      progress=False)
-    res = fit(model, examples, validate, cfg, metric="recall@10")
-    steps_so_far = 0
-    for point, h in zip(curve, res.history):
-        steps_so_far += h["steps"]
-        point |= {"steps": steps_so_far, "train_loss": h["train_loss"]}
+    res, lr, warmup = _train(a, run, ov, model, examples, validate, curve, steps, a.mixed_precision)
     layers = run["settings"]["tiger"]["n_layers"]
     name = a.dataset + ("-" + "+".join(a.domains) if a.domains else "")
     return {"kind": "planted", "dataset": name, "layers": layers,
             "label": a.label or (f"{a.rule}, {layers}+{layers} layers, lr {lr:g}, warm-up {warmup}, {a.schedule}"
                                  + ("" if a.mixed_precision == "no" else f", {a.mixed_precision}")),
-            "rule": a.rule, "mixed_precision": a.mixed_precision, "lr": lr, "warmup_steps": warmup, "schedule": a.schedule, "steps": res.global_step,
-            "users": len(users), "chance_hit@10": chance, "threads": torch.get_num_threads(), "curve": curve}
+            "rule": a.rule, "mixed_precision": a.mixed_precision, "lr": lr, "warmup_steps": warmup,
+            "schedule": a.schedule, "steps": res.global_step, "users": len(users), "chance_hit@10": chance, "threads": torch.get_num_threads(), "curve": curve}
 
 
 def main(argv=None) -> None:
