@@ -213,3 +213,23 @@ def test_paired_comparison_refuses_rows_that_do_not_match():
         align_rows(a, make_rows(["u1", "u1"], ["X", "X"], [0, 1], targets=["A", "A"]))
     with pytest.raises(ValueError, match="unknown metric"):
         paired_comparison(a, a, "auc")
+
+
+def test_the_rows_of_tigers_benchmark_are_those_tiger_is_tested_on(world):
+    """A set that only TIGER's benchmark evaluates: its domains and its own rows per domain, the rows
+    :func:`xdrec.tiger.experiment.build` tests on (``evaluation_rows`` of the chosen domains' split)."""
+    from xdrec.comparison import generative_test_rows
+    from xdrec.generative import evaluation_rows
+
+    ds, _ = world
+    prof = profiles.PROFILES["unit"]
+    prof["gencdr_tokenizer"]["datasets"] = {}
+    prof["tiger_benchmark"].update(dataset="synthetic", domains=["Books"], eval={"test_rows_per_domain": 25})
+    rows = generative_test_rows("synthetic", profile="unit", seed=1)
+    want = evaluation_rows(leave_last_out(ds.subset(["Books"])).test, 25, 1)
+    assert len(rows) == 25 and rows["user"].tolist() == want["user"].tolist()
+    assert set(rows["domain_name"]) == {"Books"}
+    rec = baseline_on_rows("pop", "synthetic", "Books", profile="unit", seed=1)
+    assert rec["extra"]["rows"]["user"] == want["user"].tolist() and rec["metrics"]["n"] == 25
+    with pytest.raises(ValueError, match="TIGER's benchmark on 'synthetic', not 'other-set'"):
+        baseline_on_rows("pop", "other-set", "Books", profile="unit")

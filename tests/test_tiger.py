@@ -199,6 +199,81 @@ def test_fit_without_a_checkpoint_folder_restores_the_best_epoch():
     assert not all(torch.equal(v, state[k]) for k, v in snapshots[2].items())
 
 
+def test_bf16_autocast_keeps_weights_and_beam_search_in_fp32():
+    """mixed_precision="bf16" on the CPU: the training forward runs in bf16 (Accelerate's autocast),
+    the weights stay fp32 and the beam search of validation stays fp32 and equal to a plain model's."""
+    from xdrec.training import TrainConfig, fit
+
+    m = tiny_model(seed=1).train()
+    seen = []
+    m.t5.encoder.block[0].layer[0].SelfAttention.q.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    ex = NextItemExamples([[0, 1, 2, 3], [4, 5, 6], [10, 11, 12, 13]], m, batch_size=4, seed=0)
+    at_validation = []
+
+    def validate(model):
+        seen.clear()
+        top = model.recommend([[0, 1], [10, 11]], [0, 1], 3)
+        at_validation.append(set(seen))
+        plain = tiny_model(seed=1)
+        plain.load_state_dict(model.state_dict())
+        np.testing.assert_array_equal(top, plain.recommend([[0, 1], [10, 11]], [0, 1], 3))
+        seen.clear()
+        return {"recall@10": 0.0}
+
+    cfg = TrainConfig(epochs=2, lr=1e-2, patience=None, checkpoint_dir=None, progress=False, cpu=True,
+                      mixed_precision="bf16")
+    fit(m, ex, validate, cfg, metric="recall@10")
+    assert at_validation == [{torch.float32}, {torch.float32}]
+    m.train()
+    fp32 = []
+    m.t5.encoder.block[0].layer[0].SelfAttention.q.register_forward_hook(lambda mod, inp, out: fp32.append(out.dtype))
+    m(**next(iter(ex(1))))  # outside fit: fp32 again (Accelerate's autocast wrapper is gone)
+    assert fp32 and set(fp32) == {torch.float32}
+    assert "forward" not in m.__dict__
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+
+
+def test_bf16_autocast_runs_the_training_forward_in_bf16():
+    """Under mixed_precision="bf16" every training step's attention projections run in bf16; a
+    later fit of the same model under "no" runs them in fp32."""
+    from xdrec.training import TrainConfig, fit
+
+    m = tiny_model(seed=1).train()
+    seen = []
+    m.t5.encoder.block[0].layer[0].SelfAttention.q.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    ex = NextItemExamples([[0, 1, 2, 3], [4, 5, 6], [10, 11, 12, 13]], m, batch_size=4, seed=0)
+    for precision, dtype in (("bf16", torch.bfloat16), ("no", torch.float32)):
+        seen.clear()
+        cfg = TrainConfig(epochs=1, lr=1e-2, patience=None, checkpoint_dir=None, progress=False, cpu=True,
+                          mixed_precision=precision)
+        fit(m, ex, lambda model: {"recall@10": 0.0}, cfg, metric="recall@10")
+        assert seen and set(seen) == {dtype}, (precision, seen)
+
+
+def test_runner_passes_the_precision_to_training(monkeypatch):
+    """run_tiger hands the profile's (or an override's) mixed_precision to fit; unset, it stays out
+    of the stored settings, so results stored before the option existed stay current."""
+    from xdrec.tiger import experiment
+
+    assert "mixed_precision" not in experiment.settings("ci", "amazon18-xcross", 0)["tiger"]
+    over = {"epochs": 1, "tokens_per_epoch": 4_000, "mixed_precision": "bf16"}
+    assert experiment.settings("ci", "amazon18-xcross", 0, over)["tiger"]["mixed_precision"] == "bf16"
+    got = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(model, examples, validate, cfg, **kw):
+        got.append(cfg.mixed_precision)
+        raise Stop
+
+    monkeypatch.setattr(experiment, "fit", fake_fit)
+    monkeypatch.setattr(experiment, "stored_or_computed", lambda name, profile, fp, config, compute, force: compute())
+    with pytest.raises(Stop):
+        experiment.run_tiger("amazon18-xcross", profile="ci", overrides=over, progress=False)
+    assert got == ["bf16"]
+
+
 def test_untrained_model_does_not_know_the_rule():
     """The planted-rule check can fail: an untrained model ranks f(i) first for few rows."""
     n = 16

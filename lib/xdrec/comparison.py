@@ -16,6 +16,9 @@ that domain. A significance test needs both systems scored on the same rows, so
 - each row is ranked against every item of the domain (full ranking, ties pessimistic), exactly as
   the baselines are tested (:func:`xdrec.baselines.evaluation.evaluate`).
 
+The same holds for the rows of TIGER's own benchmark (the profile's ``tiger_benchmark``: Amazon
+Beauty, a seeded sample of its test users), where the two splits are one: the set has one domain.
+
 The result ``results/<profile>/id_baseline_rows__<dataset>__<domain>__<model>__seed<s>.json`` holds
 the mean metrics and, in ``extra["rows"]``, each row's ``user_key``, ``domain``, ``target_key`` and
 0-based ``rank`` (the layout of the generative results), so :func:`paired_comparison` can align any
@@ -59,12 +62,19 @@ def result_name(model: str, dataset: str, domain: str, seed: int) -> str:
 # The rows
 # ----------------------------------------------------------------------------------------------
 def _row_settings(profile: str, dataset: str) -> tuple[list[str] | None, int | None]:
+    """The domains and test rows per domain of ``dataset``'s generative rows: those of GenCDR and
+    TIGER (``gencdr_tokenizer.datasets``, ``generative_eval``) or, for the set of TIGER's own
+    benchmark, those of ``tiger_benchmark`` (its domains, its ``eval`` over ``generative_eval``)."""
     prof = get_profile(profile)
     chosen = prof["gencdr_tokenizer"]["datasets"]
-    if dataset not in chosen:
-        raise ValueError(f"profile {profile!r} evaluates generative recommenders on {sorted(chosen)}, not {dataset!r}")
-    domains = chosen[dataset]
-    return (None if domains is None else list(domains)), prof["generative_eval"]["test_rows_per_domain"]
+    if dataset in chosen:
+        domains = chosen[dataset]
+        return (None if domains is None else list(domains)), prof["generative_eval"]["test_rows_per_domain"]
+    bench = prof["tiger_benchmark"]
+    if dataset == bench["dataset"]:
+        return list(bench["domains"]), {**prof["generative_eval"], **bench["eval"]}["test_rows_per_domain"]
+    raise ValueError(f"profile {profile!r} evaluates generative recommenders on {sorted(chosen)} and TIGER's "
+                     f"benchmark on {bench['dataset']!r}, not {dataset!r}")
 
 
 def generative_test_rows(dataset: str, *, profile: str = "book", seed: int = 0, data_root=None) -> pd.DataFrame:

@@ -269,6 +269,7 @@ class TIGERBenchmark:
     tiger: dict = field(default_factory=dict)
     eval: dict = field(default_factory=dict)
     seeds: list = _list(0, 1, 2)
+    peer_seeds: list = _list(0, 1, 2)  # seeds of the ID baselines beside it (id_baselines' Beauty run)
 
 
 # ------------------------------------------------------------------ X-Cross
@@ -508,9 +509,11 @@ BOOK = replace(
                   patience=None, seeds=[0]),
     # TIGER's own benchmark at the paper's T5 (4 + 4 layers, MLP 1024) on 2 cores. Beauty has 131,413
     # training targets (4.53M encoder tokens a pass); an epoch is a fresh sample of 1.5M tokens (about
-    # 170 steps, a third of a pass), validated on 500 users; 1,100 steps of 256 (about 2.1 passes; 2.6 s
-    # a step measured on 2 threads, ~50 min) under a cosine schedule after 100 warm-up steps; 5,000
-    # test users (of 22,363). What fits one session beside the rest of the book's work.
+    # 170 steps, a third of a pass), validated on 500 users; 1,100 steps of 256 (about 2.1 passes)
+    # under a cosine schedule after 100 warm-up steps; 5,000 test users (of 22,363). Measured on 2
+    # threads (fp32): 85 min of training (4.4 s a step, 31 s per validation) and 6 min of test. The
+    # option "mixed_precision": "bf16" trains 1.77x faster on a CPU with AMX (and 8x slower on one
+    # without bf16 instructions: benchmarks/training_speed.py); this row is fp32.
     tiger_benchmark=replace(
         _P.tiger_benchmark,
         tiger={"n_layers": 4, "d_ff": 1024, "lr": 3e-3, "epochs": 7, "max_steps": 1100, "tokens_per_epoch": 1_500_000,

@@ -658,6 +658,7 @@ def _finish(run: _Run, metric: str, trainable_params: int) -> TrainResult:
         load_model_state(run.unwrapped, ckpt / loop.best_file)
     elif run.best_state is not None:
         _load_tensors(run.unwrapped, run.best_state, trainable_only=run.config.checkpoint_trainable_only)
+    _drop_autocast(run)
     result = TrainResult(
         best_metric=loop.best_metric,
         best_epoch=loop.best_epoch,
@@ -683,6 +684,21 @@ def _finish(run: _Run, metric: str, trainable_params: int) -> TrainResult:
 # ----------------------------------------------------------------------------------------------
 # Helpers of the loop
 # ----------------------------------------------------------------------------------------------
+def _drop_autocast(run: _Run) -> None:
+    """Give the model back its own ``forward``.
+
+    Under ``mixed_precision`` Accelerate's ``prepare`` replaces the model's ``forward`` by an
+    autocast wrapper on the instance, which would outlive :func:`fit`: a later fp32 fit, or the
+    caller's own forward calls, would still run in bf16. Removing it leaves the model as it came in.
+    """
+    if run.config.mixed_precision == "no":
+        return
+    model = run.accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)
+    own = model.__dict__.get("forward")
+    if getattr(own, "__func__", None) is type(model).forward:
+        del model.__dict__["forward"]
+
+
 @dataclass
 class _LoopState:
     epoch: int = 0

@@ -50,12 +50,15 @@ FINGERPRINT_MODULES = ("xdrec.tiger", "xdrec.generative", "xdrec.decoding", "xdr
                        "xdrec.gencdr.tokenizer", "xdrec.quantization", "xdrec.training", "xdrec.data", "xdrec.encoders",
                        "xdrec.metrics")
 REPORTED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
-OPTIONAL = {"tokens_per_epoch": None, "max_steps": None, "schedule": "constant", "warmup_steps": 0}
+OPTIONAL = {"tokens_per_epoch": None, "max_steps": None, "schedule": "constant", "warmup_steps": 0,
+            "mixed_precision": "no"}
 """Settings of the ``tiger`` section a profile may leave out (defaults here): a cap on the encoder
 tokens of an epoch (a fresh seeded sample of examples each epoch, see
 :class:`~xdrec.tiger.NextItemExamples`), on the optimizer steps of the whole run, and the learning
 rate schedule after a linear warm-up (:class:`~xdrec.training.TrainConfig`; a decaying schedule
-runs over ``max_steps``)."""
+runs over ``max_steps``), and ``mixed_precision`` (``"no"`` or ``"bf16"``: the training forward
+under autocast, as Accelerate applies it; the weights, the optimiser and the beam search stay
+fp32, since :meth:`~xdrec.tiger.TIGER.recommend` calls the T5's encoder and decoder directly)."""
 
 __all__ = ["FINGERPRINT_MODULES", "REPORTED", "StoppedAtDeadline", "TigerIds", "benchmark_name", "build", "main",
            "result_name", "run_all", "run_tiger", "run_tiger_benchmark", "settings", "tiger_semantic_ids"]
@@ -149,7 +152,8 @@ def run_tiger(dataset: str, *, profile: str = "book", seed: int = 0, force: bool
         train_cfg = TrainConfig(epochs=tc["epochs"], lr=tc["lr"], batch_size=tc["batch_size"], patience=tc["patience"],
                                 seed=seed, max_steps=tc.get("max_steps"), checkpoint_dir=ckpt,
                                 schedule=tc.get("schedule", "constant"), warmup_steps=tc.get("warmup_steps", 0),
-                                cpu=config["device"] == "cpu", progress=progress)
+                                mixed_precision=tc.get("mixed_precision", "no"), cpu=config["device"] == "cpu",
+                                progress=progress)
         res = fit(model, examples, validate, train_cfg, metric="recall@10", deadline=deadline)
         if res.stop_reason == "deadline":
             raise StoppedAtDeadline(f"TIGER on {name}: stopped at the deadline after {res.global_step} steps; "
