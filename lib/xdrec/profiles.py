@@ -512,8 +512,8 @@ BOOK = replace(
     # 170 steps, a third of a pass), validated on 500 users; 1,100 steps of 256 (about 2.1 passes)
     # under a cosine schedule after 100 warm-up steps; 5,000 test users (of 22,363). Measured on 2
     # threads (fp32): 85 min of training (4.4 s a step, 31 s per validation) and 6 min of test. The
-    # option "mixed_precision": "bf16" trains 1.77x faster on a CPU with AMX (and 8x slower on one
-    # without bf16 instructions: benchmarks/training_speed.py); this row is fp32.
+    # option "mixed_precision": "bf16" trains 1.8-2.0x faster on a CPU with AMX and 8x slower on one
+    # without bf16 instructions (benchmarks/training_speed.py, both measured); this row is fp32.
     tiger_benchmark=replace(
         _P.tiger_benchmark,
         tiger={"n_layers": 4, "d_ff": 1024, "lr": 3e-3, "epochs": 7, "max_steps": 1100, "tokens_per_epoch": 1_500_000,
